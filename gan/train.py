@@ -1,0 +1,150 @@
+"""Entry point: ``python -m gan.train [overrides]`` trains one GAN; ``-m`` sweeps (Hydra multirun).
+
+Order of work: check the config and the data (fail fast, before anything is written), then build the Lightning
+pieces from their config groups, log the composed config, fit, and print where the run directory is.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from gan.activations import ActivationError
+from gan.data import MNISTDataError, MNISTDataModule
+from gan.losses import LossError
+from gan.module import GANModule
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+MODEL_OVERRIDE_PREFIXES = ("model.", "model=", "activation=", "activation.")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names it and the valid choices."""
+
+
+def lightning_max_steps(max_steps: int | None, d_steps: int) -> int:
+    """The lab's ``max_steps`` (generator iterations) -> Lightning's (optimizer steps: d_steps + 1 per iteration)."""
+    if max_steps is None or int(max_steps) < 0:
+        return -1
+    return int(max_steps) * (int(d_steps) + 1)
+
+
+def _explicit_model_overrides() -> list[str]:
+    if not HydraConfig.initialized():
+        return []
+    return [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith(MODEL_OVERRIDE_PREFIXES)]
+
+
+def build_model(cfg: DictConfig) -> GANModule:
+    """The GAN from ``cfg.model`` or, when resuming, from the checkpoint's own hyperparameters."""
+    try:
+        model: GANModule = hydra.utils.instantiate(cfg.model, _recursive_=False)
+    except hydra.errors.InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, (ActivationError, LossError, ValueError)):
+            raise ConfigError(str(cause)) from cause
+        raise
+    if not cfg.ckpt_path:
+        return model
+    saved = resume_checkpoint(cfg)["hyper_parameters"]
+    changed = {k: (saved.get(k), v) for k, v in model.hparams.items() if saved.get(k) != v}
+    explicit = _explicit_model_overrides()
+    if changed and explicit:
+        diffs = "; ".join(f"{k}: checkpoint {old!r}, asked {new!r}" for k, (old, new) in changed.items())
+        raise ConfigError(
+            f"Cannot resume {cfg.ckpt_path} with a different model ({' '.join(explicit)}): {diffs}. A resumed run "
+            "keeps the checkpoint's model; drop those overrides, or start a new run without ckpt_path."
+        )
+    return GANModule(**saved)
+
+
+def resume_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    path = Path(cfg.ckpt_path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file (looked at {path.resolve()}).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - unreadable file -> one clear message
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is not a readable checkpoint: {exc}") from exc
+    if "hyper_parameters" not in ckpt:
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} was not written by gan.train (no hyper_parameters).")
+    return ckpt
+
+
+def build_datamodule(cfg: DictConfig, model: GANModule) -> MNISTDataModule:
+    """The data module with the pixel range of the generator's output activation (never configured twice)."""
+    datamodule: MNISTDataModule = hydra.utils.instantiate(
+        cfg.data, value_range=list(model.data_range), batches_per_iteration=model.hparams.d_steps
+    )
+    datamodule.prepare_data()  # missing data fails here, before a logger or checkpoint is written
+    return datamodule
+
+
+def build_trainer(cfg: DictConfig, d_steps: int) -> L.Trainer:
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    # The Trainer switches users know win over the callbacks that implement them.
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not cfg.trainer.get("enable_checkpointing", True):
+        callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
+    logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
+    return hydra.utils.instantiate(
+        cfg.trainer,
+        max_steps=lightning_max_steps(cfg.trainer.get("max_steps"), d_steps),
+        callbacks=callbacks,
+        logger=logger,
+    )
+
+
+def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """The composed config as TensorBoard hparams (flattened) and as YAML text."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(container)
+        if hasattr(logger.experiment, "add_text"):
+            logger.experiment.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```", 0)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one GAN as configured; returns a short summary (also printed)."""
+    L.seed_everything(int(cfg.seed), workers=True)
+    model = build_model(cfg)
+    datamodule = build_datamodule(cfg, model)
+    trainer = build_trainer(cfg, model.hparams.d_steps)
+    log_config(trainer, cfg)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path or None)
+    summary = {
+        "run_dir": str(Path(cfg.run_dir).resolve()),
+        "iterations": model.iteration,
+        "epochs": round(model.iteration / max(1, trainer.num_training_batches), 2),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "last_checkpoint": str(Path(cfg.run_dir).resolve() / "checkpoints" / "last.ckpt"),
+    }
+    print(
+        f"Done: {summary['iterations']} iterations ({summary['epochs']} epochs) in {summary['wall_s']} s. "
+        f"Run directory: {summary['run_dir']}  (tensorboard --logdir {summary['run_dir']})"
+    )
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except (ConfigError, MNISTDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

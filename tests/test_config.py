@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import hydra
+import pytest
+from omegaconf import OmegaConf
+
+from gan.module import GANModule
+from gan.train import CONF_DIR, ConfigError, build_model, lightning_max_steps, train
+from tests.conftest import compose_train, fast_overrides
+
+PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "activation").glob("*.yaml"))
+
+
+def test_the_readme_command_composes_on_cpu():
+    cfg = compose_train(["model.g_act=relu", "trainer.accelerator=cpu"])
+    assert cfg.model.g_act == "relu" and cfg.trainer.accelerator == "cpu"
+    assert cfg.seed == 0 and cfg.ckpt_path is None
+    trainer = hydra.utils.instantiate(cfg.trainer, default_root_dir="/tmp/x")
+    assert type(trainer.accelerator).__name__ == "CPUAccelerator"
+
+
+def test_defaults_are_the_seed_design():
+    cfg = compose_train()
+    m = cfg.model
+    assert (m.g_act, m.g_out_act, m.d_act, m.d_out_act) == ("relu", "tanh", "leaky_relu", "identity")
+    assert m.act_params.leaky_relu.negative_slope == 0.2
+    assert (m.latent_dim, list(m.g_hidden), list(m.d_hidden)) == (100, [128, 256, 512], [512, 256, 128])
+    assert m.loss == "ns" and m.d_steps == 1
+
+
+def test_presets_set_all_four_and_single_overrides_still_win():
+    cfg = compose_train(["activation=all_tanh"])
+    assert (cfg.model.g_act, cfg.model.d_act) == ("tanh", "tanh")
+    cfg = compose_train(["activation=all_tanh", "model.d_act=elu"])
+    assert (cfg.model.g_act, cfg.model.d_act) == ("tanh", "elu")
+    cfg = compose_train(["activation=sigmoid_out"])
+    assert build_model(cfg).data_range == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_builds(preset):
+    cfg = compose_train([f"activation={preset}"])
+    model = build_model(cfg)
+    assert isinstance(model, GANModule)
+    assert model.hparams.g_act == cfg.model.g_act
+
+
+def test_required_presets_exist():
+    assert {"seed", "dcgan", "all_tanh", "all_relu", "all_sigmoid", "all_identity"} <= set(PRESETS)
+
+
+def test_activation_parameters_from_the_command_line():
+    cfg = compose_train(["model.act_params.leaky_relu.negative_slope=0.05"])
+    model = build_model(cfg)
+    assert model.discriminator.net.act1.negative_slope == 0.05
+
+
+@pytest.mark.parametrize(
+    "overrides,pattern",
+    [
+        (["model.g_act=relu6x"], r"Unknown activation 'relu6x' for model.g_act.*Valid names: relu, leaky_relu"),
+        (["model.d_out_act=sigmoid"], "apply the sigmoid twice"),
+        (["model.loss=wgan"], "Unknown loss 'wgan'.*ns, minimax, lsgan"),
+        (["model.d_steps=0"], "d_steps must be a positive integer"),
+        (["model.g_act=elu", "+model.act_params.elu.slope=1"], "Unknown parameter 'slope' for activation 'elu'"),
+    ],
+)
+def test_bad_values_fail_before_any_work_with_one_clear_message(tmp_path, tiny_mnist, overrides, pattern):
+    run_dir = tmp_path / "run"
+    cfg = compose_train(fast_overrides(tiny_mnist) + overrides, run_dir)
+    with pytest.raises(ConfigError, match=pattern):
+        train(cfg)
+    assert not run_dir.exists()  # nothing was written
+
+
+def test_max_steps_counts_generator_iterations():
+    assert lightning_max_steps(100, 1) == 200
+    assert lightning_max_steps(100, 5) == 600
+    assert lightning_max_steps(-1, 3) == -1
+    assert lightning_max_steps(None, 1) == -1
+
+
+def test_config_is_plain_yaml_the_code_can_read():
+    cfg = compose_train()
+    assert OmegaConf.select(cfg, "model._target_") == "gan.module.GANModule"
+    assert cfg.data._target_ == "gan.data.MNISTDataModule"
+    assert cfg.trainer._target_ == "lightning.Trainer"

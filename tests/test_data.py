@@ -1,0 +1,144 @@
+import gzip
+
+import pytest
+import torch
+
+from gan.data import (
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
+    MNISTDataError,
+    MNISTDataModule,
+    ShuffledBatches,
+    load_split,
+    raw_folder,
+)
+from tests.conftest import make_mnist, write_idx
+
+
+def test_loads_pads_flattens_and_scales_to_tanh_range(tiny_mnist):
+    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=32, value_range=(-1.0, 1.0), download=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    x = dm.train_images
+    assert x.shape == (256, 1024) and x.dtype == torch.float32
+    images, labels = load_split(tiny_mnist, "train")
+    img = x.view(-1, 32, 32)
+    # 2-pixel background border from the padding, at the low end of the range
+    assert (img[:, :2, :] == -1).all() and (img[:, :, :2] == -1).all() and (img[:, -2:, :] == -1).all()
+    # the 28x28 content is the raw bytes mapped linearly 0 -> -1, 255 -> 1
+    assert torch.allclose(img[:, 2:30, 2:30], images.float() / 255 * 2 - 1, atol=1e-6)
+    assert x.min() >= -1 and x.max() <= 1 and x.max() > 0.99
+    assert labels.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_sigmoid_range_and_test_split(tiny_mnist):
+    dm = MNISTDataModule(root=str(tiny_mnist), value_range=(0.0, 1.0), download=False)
+    dm.setup("fit")
+    assert dm.train_images.min() == 0 and dm.train_images.max() <= 1
+    test_x, test_y = dm.test_images()
+    assert test_x.shape == (64, 1024) and len(test_y) == 64
+    assert dm.test_images()[0] is test_x  # decoded once
+
+
+def test_gz_files_are_read(tmp_path):
+    make_mnist(tmp_path, n_train=20, n_test=10, gz=True)
+    images, labels = load_split(tmp_path, "train")
+    assert images.shape == (20, 28, 28) and len(labels) == 20
+
+
+def test_batches_are_full_shuffled_and_seeded(tiny_mnist):
+    data = torch.arange(100).float().unsqueeze(1)
+    batches = ShuffledBatches(data, 32, torch.Generator().manual_seed(0))
+    epoch = list(batches)
+    assert len(batches) == len(epoch) == 3 and all(len(b) == 32 for b in epoch)
+    seen = torch.cat(epoch).flatten()
+    assert len(set(seen.tolist())) == 96  # no repeats within an epoch
+    assert not torch.equal(seen, torch.arange(96).float())  # shuffled
+    again = list(ShuffledBatches(data, 32, torch.Generator().manual_seed(0)))
+    assert all(torch.equal(a, b) for a, b in zip(epoch, again))
+    assert not torch.equal(list(batches)[0], epoch[0])  # a new order each epoch
+
+
+def test_state_dict_restores_the_next_epoch_order(tiny_mnist):
+    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=3)
+    loader = dm.train_dataloader()
+    list(loader)
+    state = dm.state_dict()
+    expected = list(loader)
+    dm2 = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=3)
+    dm2.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(dm2.train_dataloader(), expected))
+
+
+def test_d_steps_batches_hold_one_batch_per_discriminator_update(tiny_mnist):
+    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, batches_per_iteration=2)
+    loader = dm.train_dataloader()
+    assert len(loader) == 4 and next(iter(loader)).shape == (64, 1024)
+
+
+def test_missing_files_offline_name_files_folder_and_data_root(tmp_path):
+    dm = MNISTDataModule(root=str(tmp_path / "nowhere"), download=False)
+    with pytest.raises(MNISTDataError) as err:
+        dm.prepare_data()
+    msg = str(err.value)
+    assert str(raw_folder(tmp_path / "nowhere")) in msg
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        assert name in msg
+    assert "data.root=" in msg and "data.download=false" in msg
+
+
+def test_failed_download_is_reported_clearly(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    class Offline:
+        def __init__(self, *a, **k):
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    dm = MNISTDataModule(root=str(tmp_path), download=True)
+    with pytest.raises(MNISTDataError, match="download failed.*Error downloading.*Put the four raw IDX files"):
+        dm.prepare_data()
+
+
+def _corrupt(tmp_path, how):
+    root = make_mnist(tmp_path, n_train=20, n_test=10)
+    path = raw_folder(root) / "train-images-idx3-ubyte"
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "header":
+        path.write_bytes(data[:6])
+    elif how == "magic":
+        write_idx(path, torch.zeros(20, 28, 28, dtype=torch.uint8), LABELS_MAGIC + 1)
+    elif how == "shape":
+        write_idx(path, torch.zeros(20, 27, 28, dtype=torch.uint8), IMAGES_MAGIC)
+    elif how == "count":
+        write_idx(path, torch.zeros(19, 28, 28, dtype=torch.uint8), IMAGES_MAGIC)
+    elif how == "gzip":
+        path.unlink()
+        (path.parent / (path.name + ".gz")).write_bytes(b"not gzip at all")
+    return root, path
+
+
+@pytest.mark.parametrize(
+    "how,pattern",
+    [
+        ("truncated", "truncated or corrupted: its header promises 20 items"),
+        ("header", "truncated.*shorter than an IDX header"),
+        ("magic", "not an MNIST IDX file.*expected 0x00000803"),
+        ("shape", r"items of shape \(27, 28\), expected \(28, 28\)"),
+        ("count", "holds 19 images but .* holds 20 labels"),
+        ("gzip", "Cannot read .*gz"),
+    ],
+)
+def test_bad_files_get_a_clear_error_naming_the_file(tmp_path, how, pattern):
+    root, path = _corrupt(tmp_path, how)
+    with pytest.raises(MNISTDataError, match=pattern) as err:
+        MNISTDataModule(root=str(root), download=False).setup("fit")
+    assert "train-images-idx3-ubyte" in str(err.value)
+
+
+def test_gzip_helper_is_really_gzip(tmp_path):
+    make_mnist(tmp_path, n_train=2, n_test=2, gz=True)
+    with gzip.open(raw_folder(tmp_path) / "t10k-labels-idx1-ubyte.gz") as fh:
+        assert fh.read(4) == LABELS_MAGIC.to_bytes(4, "big")

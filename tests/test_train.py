@@ -1,0 +1,151 @@
+"""End-to-end runs of gan.train on tiny real IDX files: run directory, step meaning, determinism, resume, CLI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan.train import ConfigError, train
+from tests.conftest import REPO, compose_train, fast_overrides, image_tags, scalars
+
+SCALAR_TAGS = {"train/d_loss", "train/g_loss", "train/D_x", "train/D_G_z"}
+
+
+def run(tmp_path: Path, name: str, data: Path, *extra: str) -> tuple[dict, Path]:
+    run_dir = tmp_path / name
+    summary = train(compose_train(fast_overrides(data) + list(extra), run_dir))
+    return summary, run_dir
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_fit_writes_a_complete_run_directory(tmp_path, tiny_mnist):
+    summary, run_dir = run(tmp_path, "run", tiny_mnist, "trainer.max_epochs=2")
+    assert summary["iterations"] == 16 and summary["epochs"] == 2.0  # 256 images / 32 per batch, 2 epochs
+    assert summary["run_dir"] == str(run_dir.resolve())
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["epoch0000.png", "epoch0001.png"]
+    assert (run_dir / "tensorboard" / "hparams.yaml").is_file()
+    series = scalars(run_dir)
+    assert SCALAR_TAGS <= set(series)
+    assert [step for step, _ in series["train/d_loss"]] == list(range(16))  # x-axis = generator iterations
+    assert all(0 <= v <= 1 for _, v in series["train/D_x"] + series["train/D_G_z"])
+    assert image_tags(run_dir) == ["samples/fixed_noise"]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["g_act"] == "relu" and "gan_rng" in ckpt
+    assert ckpt["state_dict"]["fixed_noise"].shape == (64, 100)
+
+
+@pytest.mark.parametrize("d_steps", [1, 2])
+def test_max_steps_means_generator_iterations(tmp_path, tiny_mnist, d_steps):
+    summary, run_dir = run(
+        tmp_path, "run", tiny_mnist, "trainer.max_steps=5", "trainer.max_epochs=-1", f"model.d_steps={d_steps}"
+    )
+    assert summary["iterations"] == 5
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 5 * (d_steps + 1)  # Lightning's count: every optimizer step
+    assert len(scalars(run_dir)["train/g_loss"]) == 5
+
+
+def test_same_seed_same_losses_step_for_step_and_seed_zero_really_seeds(tmp_path, tiny_mnist):
+    _, a = run(tmp_path, "a", tiny_mnist, "seed=0")
+    _, b = run(tmp_path, "b", tiny_mnist, "seed=0")
+    _, c = run(tmp_path, "c", tiny_mnist, "seed=1")
+    sa, sb, sc = scalars(a), scalars(b), scalars(c)
+    for tag in SCALAR_TAGS:
+        assert sa[tag] == sb[tag]
+    assert sa["train/g_loss"] != sc["train/g_loss"]
+    wa, wb = weights(a), weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not torch.equal(wa["fixed_noise"], weights(c)["fixed_noise"])
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny_mnist):
+    """2 epochs straight == 1 epoch, then resume for the second: same losses, weights and fixed noise."""
+    _, straight = run(tmp_path, "straight", tiny_mnist, "activation=all_elu", "trainer.max_epochs=2")
+    _, first = run(tmp_path, "first", tiny_mnist, "activation=all_elu", "trainer.max_epochs=1")
+    ckpt = first / "checkpoints" / "last.ckpt"
+    # no activation override: the resumed run takes its model from the checkpoint
+    summary, resumed = run(tmp_path, "resumed", tiny_mnist, f"ckpt_path={ckpt}", "trainer.max_epochs=2")
+    assert summary["iterations"] == 16
+    ws, wr = weights(straight), weights(resumed)
+    assert set(ws) == set(wr)
+    for key in ws:
+        assert torch.allclose(ws[key], wr[key], atol=1e-6), key
+    assert torch.equal(ws["fixed_noise"], weights(first)["fixed_noise"])
+    later = scalars(resumed)["train/g_loss"]
+    assert [s for s, _ in later] == list(range(8, 16))  # the step counter continued
+    expected = dict(scalars(straight)["train/g_loss"])
+    for step, value in later:
+        assert value == pytest.approx(expected[step], abs=1e-5)
+    assert [p.name for p in (resumed / "samples").iterdir()] == ["epoch0001.png"]
+    assert weights(first)["fixed_noise"].shape == (64, 100)  # the first run's files are untouched
+
+
+def test_resume_with_a_different_model_is_refused(tmp_path, tiny_mnist):
+    _, first = run(tmp_path, "first", tiny_mnist)
+    ckpt = first / "checkpoints" / "last.ckpt"
+    before = ckpt.read_bytes()
+    with pytest.raises(ConfigError, match="g_act: checkpoint 'relu', asked 'tanh'"):
+        run(tmp_path, "again", tiny_mnist, f"ckpt_path={ckpt}", "model.g_act=tanh", "trainer.max_epochs=2")
+    with pytest.raises(ConfigError, match="no such checkpoint file"):
+        run(tmp_path, "again", tiny_mnist, f"ckpt_path={tmp_path}/nope.ckpt")
+    assert ckpt.read_bytes() == before
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_command_line_run_and_sample(tmp_path, tiny_mnist):
+    run_dir = tmp_path / "cli_run"
+    proc = _cli("gan.train", *fast_overrides(tiny_mnist), f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Run directory: {run_dir}" in proc.stdout
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+    proc = _cli("gan.sample", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "num_samples=10", "out=grid.png",
+                "npy=samples.npy", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "grid.png").is_file()
+    import numpy as np
+
+    samples = np.load(tmp_path / "samples.npy")
+    assert samples.shape == (10, 1024) and samples.dtype == np.float32
+    assert samples.min() >= -1 and samples.max() <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli_run", "grid.png", "samples.npy"]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.g_act=swish", "error: Unknown activation 'swish' for model.g_act"),
+        ("data.download=false", "error: MNIST files missing in"),
+    ],
+)
+def test_command_line_errors_are_one_clear_message(tmp_path, tiny_mnist, override, message):
+    data = tiny_mnist if "g_act" in override else tmp_path / "empty"
+    proc = _cli("gan.train", *fast_overrides(data), override, "hydra.run.dir=run", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_checkpoint_and_grid_switches(tmp_path, tiny_mnist):
+    _, periodic = run(tmp_path, "periodic", tiny_mnist, "trainer.max_epochs=2",
+                      "callbacks.periodic_checkpoint.every_n_epochs=1", "callbacks.sample_grid.every_n_epochs=2")
+    names = sorted(p.name for p in (periodic / "checkpoints").iterdir())
+    assert names == ["epoch0000.ckpt", "epoch0001.ckpt", "last.ckpt"]
+    assert [p.name for p in (periodic / "samples").iterdir()] == ["epoch0001.png"]
+    _, off = run(tmp_path, "off", tiny_mnist, "trainer.enable_checkpointing=false")
+    assert not (off / "checkpoints").exists() and not list(off.rglob("*.ckpt"))
+    _, no_periodic = run(tmp_path, "nop", tiny_mnist, "~callbacks.periodic_checkpoint")
+    assert [p.relative_to(no_periodic).as_posix() for p in no_periodic.rglob("*.ckpt")] == ["checkpoints/last.ckpt"]
