@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from typing import Sequence
@@ -76,6 +77,7 @@ class Interleaved(Callback):
         self.reference, self.warmup, self.segment = reference, warmup, segment
         self.lightning_s = self.reference_s = 0.0
         self.lightning_iters = self.reference_iters = 0
+        self.segment_ratios: list[float] = []  # per pair of neighbouring segments: lightning / reference speed
         self._seen = 0
         self._t0 = 0.0
 
@@ -87,13 +89,16 @@ class Interleaved(Callback):
             for _ in range(self.segment):  # warm the reference up too
                 self.reference.step()
         elif (self._seen - self.warmup) % self.segment == 0:
-            self.lightning_s += time.perf_counter() - self._t0
-            self.lightning_iters += self.segment
+            lightning_s = time.perf_counter() - self._t0
             start = time.perf_counter()
             for _ in range(self.segment):
                 self.reference.step()
-            self.reference_s += time.perf_counter() - start
+            reference_s = time.perf_counter() - start
+            self.lightning_s += lightning_s
+            self.reference_s += reference_s
+            self.lightning_iters += self.segment
             self.reference_iters += self.segment
+            self.segment_ratios.append(reference_s / lightning_s)
         else:
             return
         self._t0 = time.perf_counter()  # the next segment starts here: Lightning's work between batches counts
@@ -144,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "lightning_img_s": round(lit, 1),
         "reference_img_s": round(ref, 1),
         "ratio": round(lit / ref, 3),
+        # robust to bursts of load from elsewhere: the median over the interleaved segment pairs
+        "median_segment_ratio": round(statistics.median(timer.segment_ratios), 3),
         "batch_size": int(cfg.data.batch_size),
         "d_steps": model.hparams.d_steps,
         "timed_iterations_each": timer.lightning_iters,

@@ -149,3 +149,18 @@ def test_checkpoint_and_grid_switches(tmp_path, tiny_mnist):
     assert not (off / "checkpoints").exists() and not list(off.rglob("*.ckpt"))
     _, no_periodic = run(tmp_path, "nop", tiny_mnist, "~callbacks.periodic_checkpoint")
     assert [p.relative_to(no_periodic).as_posix() for p in no_periodic.rglob("*.ckpt")] == ["checkpoints/last.ckpt"]
+
+
+def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, tiny_mnist):
+    sweep = tmp_path / "sweep"
+    proc = _cli("gan.train", "-m", "model.g_act=relu,tanh", "seed=0,1", *fast_overrides(tiny_mnist),
+                "trainer.max_steps=3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    seen = set()
+    for job in jobs:
+        assert (job / "checkpoints" / "last.ckpt").is_file() and list((job / "tensorboard").glob("events.*"))
+        ckpt = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        seen.add((ckpt["hyper_parameters"]["g_act"], ckpt["hyper_parameters"]["fixed_noise_seed"]))
+    assert seen == {("relu", 0), ("relu", 1), ("tanh", 0), ("tanh", 1)}
