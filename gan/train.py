@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from gan.activations import ActivationError
@@ -44,15 +45,21 @@ def _explicit_model_overrides() -> list[str]:
     return [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith(MODEL_OVERRIDE_PREFIXES)]
 
 
-def build_model(cfg: DictConfig) -> GANModule:
-    """The GAN from ``cfg.model`` or, when resuming, from the checkpoint's own hyperparameters."""
+def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` whose bad-value failures become one ConfigError naming the config group."""
     try:
-        model: GANModule = hydra.utils.instantiate(cfg.model, _recursive_=False)
+        return hydra.utils.instantiate(node, **kwargs)
     except hydra.errors.InstantiationException as exc:
         cause = exc.__cause__ or exc
-        if isinstance(cause, (ActivationError, LossError, ValueError)):
-            raise ConfigError(str(cause)) from cause
+        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
+            message = str(cause) if isinstance(cause, (ActivationError, LossError)) else f"{group}: {cause}"
+            raise ConfigError(message) from cause
         raise
+
+
+def build_model(cfg: DictConfig) -> GANModule:
+    """The GAN from ``cfg.model`` or, when resuming, from the checkpoint's own hyperparameters."""
+    model: GANModule = instantiate(cfg.model, "model", _recursive_=False)
     if not cfg.ckpt_path:
         return model
     saved = resume_checkpoint(cfg)["hyper_parameters"]
@@ -82,23 +89,24 @@ def resume_checkpoint(cfg: DictConfig) -> dict[str, Any]:
 
 def build_datamodule(cfg: DictConfig, model: GANModule) -> MNISTDataModule:
     """The data module with the pixel range of the generator's output activation (never configured twice)."""
-    datamodule: MNISTDataModule = hydra.utils.instantiate(
-        cfg.data, value_range=list(model.data_range), batches_per_iteration=model.hparams.d_steps
+    datamodule: MNISTDataModule = instantiate(
+        cfg.data, "data", value_range=list(model.data_range), batches_per_iteration=model.hparams.d_steps
     )
     datamodule.prepare_data()  # missing data fails here, before a logger or checkpoint is written
     return datamodule
 
 
 def build_trainer(cfg: DictConfig, d_steps: int) -> L.Trainer:
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c is not None]
     # The Trainer switches users know win over the callbacks that implement them.
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if not cfg.trainer.get("enable_checkpointing", True):
         callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
-    logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
-    return hydra.utils.instantiate(
+    logger = instantiate(cfg.logger, "logger") if cfg.get("logger") else False
+    return instantiate(
         cfg.trainer,
+        "trainer",
         max_steps=lightning_max_steps(cfg.trainer.get("max_steps"), d_steps),
         callbacks=callbacks,
         logger=logger,

@@ -63,6 +63,9 @@ def test_activation_parameters_from_the_command_line():
         (["model.loss=wgan"], "Unknown loss 'wgan'.*ns, minimax, lsgan"),
         (["model.d_steps=0"], "d_steps must be a positive integer"),
         (["model.g_act=elu", "+model.act_params.elu.slope=1"], "Unknown parameter 'slope' for activation 'elu'"),
+        (["data.batch_size=0"], "data: data.batch_size must be a positive integer, got 0"),
+        (["trainer.accelerator=tpux"], "trainer: .*'tpux'.*Available names are: .*cpu"),
+        (["trainer.precision=17"], "trainer: Precision 17 is invalid. Allowed precision values"),
     ],
 )
 def test_bad_values_fail_before_any_work_with_one_clear_message(tmp_path, tiny_mnist, overrides, pattern):
