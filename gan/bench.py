@@ -115,6 +115,8 @@ def bench_config(data_root: str, run_dir: str, iterations: int, overrides: Seque
                 "trainer.max_epochs=-1",
                 "trainer.accelerator=cpu",
                 "trainer.enable_model_summary=false",
+                "eval.enabled=false",  # evaluation and diagnostics run outside the timed steady state
+                "diag.enabled=false",
                 *overrides,
             ],
         )

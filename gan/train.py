@@ -21,7 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan.activations import ActivationError
 from gan.data import MNISTDataError, MNISTDataModule
+from gan.evaluation import SampleQuality
+from gan.evaluator import EvaluatorError
 from gan.losses import LossError
+from gan.metrics import METRIC_NAMES
 from gan.module import GANModule
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -114,10 +117,18 @@ def build_trainer(cfg: DictConfig, d_steps: int) -> L.Trainer:
 
 
 def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """The composed config as TensorBoard hparams (flattened) and as YAML text."""
+    """The composed config as YAML text and as TensorBoard hparams (flattened).
+
+    With sample-quality evaluation on, the hparams are written at its first evaluation instead, together with the
+    metrics the HPARAMS tab compares runs by.
+    """
     container = OmegaConf.to_container(cfg, resolve=True)
+    quality = [c for c in trainer.callbacks if isinstance(c, SampleQuality) and c.enabled]
+    for callback in quality:
+        callback.config = container
     for logger in trainer.loggers:
-        logger.log_hyperparams(container)
+        if not quality:
+            logger.log_hyperparams(container)
         if hasattr(logger.experiment, "add_text"):
             logger.experiment.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```", 0)
 
@@ -138,8 +149,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - start, 1),
         "last_checkpoint": str(Path(cfg.run_dir).resolve() / "checkpoints" / "last.ckpt"),
     }
+    quality = next((c for c in trainer.callbacks if isinstance(c, SampleQuality) and c.results), None)
+    scores = ""
+    if quality is not None and quality.results.get("final"):
+        summary["final_metrics"] = {k: quality.results["final"][k] for k in METRIC_NAMES}
+        scores = " " + ", ".join(f"{k}={v:.3g}" for k, v in summary["final_metrics"].items()) + "."
     print(
-        f"Done: {summary['iterations']} iterations ({summary['epochs']} epochs) in {summary['wall_s']} s. "
+        f"Done: {summary['iterations']} iterations ({summary['epochs']} epochs) in {summary['wall_s']} s.{scores} "
         f"Run directory: {summary['run_dir']}  (tensorboard --logdir {summary['run_dir']})"
     )
     return summary
@@ -149,7 +165,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     try:
         train(cfg)
-    except (ConfigError, MNISTDataError) as exc:
+    except (ConfigError, MNISTDataError, EvaluatorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

@@ -77,6 +77,8 @@ def fast_overrides(data_root: Path, **extra: object) -> list[str]:
         "trainer.enable_model_summary": False,
         "trainer.max_epochs": 1,
         "trainer.log_every_n_steps": 1,
+        "eval.enabled": False,
+        "diag.enabled": False,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

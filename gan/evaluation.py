@@ -1,0 +1,189 @@
+"""Sample quality during training: a cheap collapse signal every epoch, full metrics on a schedule.
+
+Every epoch: ``eval/diversity`` of the fixed-noise grid (1 = as varied as real digits, 0 = one image 64 times).
+Every ``eval.every_n_epochs`` epochs and at the end of training: ``eval.num_samples`` samples from a fixed
+evaluation noise (the same z each time, so curves compare generators, not draws) scored by ``gan.metrics``,
+logged under ``eval/`` and as the TensorBoard HPARAMS metrics, appended to ``RUN_DIR/results.json``, and the
+generator with the best fid so far kept as ``checkpoints/best-fid.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from gan.evaluator import MIN_TEST_ACCURACY, Evaluator, load_evaluator
+from gan.metrics import METRIC_NAMES, diversity, features_metrics
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write beside and rename: a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"model/g_act": "relu", ...} with values TensorBoard's hparams accept."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{name}/"))
+        else:
+            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
+
+
+def declare_hparams(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, float]) -> None:
+    """The run's hyperparameters and the metric tags the HPARAMS tab compares runs by.
+
+    Lightning's ``log_hyperparams(params, metrics)`` would also write the metrics as scalars at step 0, a false
+    first point on every eval curve; this writes only the hparams summaries (the metric values themselves are the
+    ``eval/*`` scalars, of which TensorBoard shows the latest).
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams(flatten_config(config), metrics):
+                writer.add_summary(summary)
+        else:
+            logger.log_hyperparams(config)
+
+
+class SampleQuality(Callback):
+    """Scores the generator with the MNIST evaluator while it trains (see the module docstring)."""
+
+    def __init__(
+        self,
+        data_root: str,
+        run_dir: str,
+        enabled: bool = True,
+        every_n_epochs: int = 5,
+        num_samples: int = 10000,
+        seed: int = 0,
+        min_evaluator_accuracy: float = MIN_TEST_ACCURACY,
+    ) -> None:
+        self.data_root = data_root
+        self.run_dir = Path(run_dir)
+        self.enabled = bool(enabled)
+        self.every_n_epochs = int(every_n_epochs)
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.min_evaluator_accuracy = float(min_evaluator_accuracy)
+        self.config: dict[str, Any] = {}  # the composed run config, set by gan.train, recorded in results.json
+        self.evaluator: Evaluator | None = None
+        self.results: dict[str, Any] = {}
+        self._start = 0.0
+        self._hparams_logged = False
+        self._last_eval_iteration = -1
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / "results.json"
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.enabled or self.evaluator is not None:
+            return
+        self.evaluator = load_evaluator(self.data_root, min_accuracy=self.min_evaluator_accuracy)
+        self._start = time.perf_counter()
+        self.results = {
+            "status": "running",
+            "seed": self.config.get("seed"),
+            "config": self.config,
+            "evaluator": {"test_accuracy": self.evaluator.test_accuracy, "cache": str(self.evaluator.path)},
+            "evaluations": [],
+            "best": None,
+            "final": None,
+        }
+        write_json_atomic(self.results_path, self.results)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.evaluator is None:
+            return
+        feats, _ = self.evaluator.embed(pl_module.sample(pl_module.fixed_noise).cpu(), pl_module.data_range)
+        self._log(trainer, {"eval/diversity": diversity(feats, self.evaluator.test_features)}, pl_module.iteration)
+        if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.evaluator is None:
+            return
+        if self._last_eval_iteration != pl_module.iteration:
+            self.evaluate(trainer, pl_module)
+        self.results["status"] = "finished"
+        self.results["final"] = self.results["evaluations"][-1]
+        write_json_atomic(self.results_path, self.results)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self.results:
+            self.results["status"] = "failed"
+            self.results["error"] = f"{type(exception).__name__}: {exception}"
+            write_json_atomic(self.results_path, self.results)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def draw_samples(self, pl_module: L.LightningModule) -> torch.Tensor:
+        """``num_samples`` generator outputs from the fixed evaluation noise, in eval mode, on the CPU."""
+        gen = torch.Generator().manual_seed(self.seed)
+        z = torch.randn(self.num_samples, pl_module.hparams.latent_dim, generator=gen)
+        was_training = pl_module.generator.training
+        pl_module.generator.eval()
+        samples = torch.cat([pl_module.sample(chunk).float().cpu() for chunk in z.split(2000)])
+        pl_module.generator.train(was_training)
+        return samples
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        assert self.evaluator is not None
+        start = time.perf_counter()
+        samples = self.draw_samples(pl_module)
+        feats, logits = self.evaluator.embed(samples, pl_module.data_range)
+        if not torch.isfinite(samples).all():
+            metrics = {name: math.nan for name in METRIC_NAMES}
+        else:
+            metrics = features_metrics(feats, logits, self.evaluator.test_features, self.evaluator.test_radii)
+        eval_seconds = time.perf_counter() - start
+        iteration = pl_module.iteration
+        self._last_eval_iteration = iteration
+        logged = {f"eval/{k}": v for k, v in metrics.items()}
+        self._log(trainer, logged, iteration)
+        if not self._hparams_logged:
+            declare_hparams(trainer, self.config, logged)
+            self._hparams_logged = True
+        record = {
+            "epochs": round(iteration / max(1, trainer.num_training_batches), 3),  # completed, as a float
+            "iteration": iteration,
+            "wall_s": round(time.perf_counter() - self._start, 1),
+            "eval_s": round(eval_seconds, 2),
+            **metrics,
+        }
+        self.results["evaluations"].append(record)
+        best = self.results["best"]
+        if math.isfinite(metrics["fid"]) and (best is None or metrics["fid"] < best["fid"]):
+            path = self.run_dir / "checkpoints" / "best-fid.ckpt"
+            if trainer.checkpoint_callbacks:  # checkpointing is on
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                trainer.save_checkpoint(tmp, weights_only=False)
+                os.replace(tmp, path)
+            self.results["best"] = {**record, "checkpoint": str(path) if trainer.checkpoint_callbacks else None}
+        write_json_atomic(self.results_path, self.results)
+        return metrics
+
+    @staticmethod
+    def _log(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)

@@ -1,0 +1,144 @@
+"""Sample-quality metrics from the MNIST evaluator, against the 10k MNIST test images.
+
+Feature-space metrics (fid, precision, recall, diversity) use the evaluator's 256 pooled conv features; the
+class-based ones (is, modes, kl_uniform) its predicted class probabilities.
+
+- ``fid``: Frechet distance between Gaussians fitted to sample and test features (torchmetrics). Lower is better.
+- ``is``: classifier-based inception score exp(E_x KL(p(y|x) || p(y))), from 1 to 10. Higher is better.
+- ``modes``: digit classes covered: a class counts when it holds at least ``MODE_SHARE`` (1%, a tenth of its fair
+  share) of the confidently classified samples (max p(y|x) >= ``CONFIDENCE``, 0.9). Higher is better, 10 at most.
+- ``kl_uniform``: KL divergence of the predicted-class histogram from uniform, 0 to ln 10 = 2.30. Lower is better.
+- ``precision`` / ``recall``: k-NN manifold precision and recall (Kynkaanniemi et al. 2019, k=3): the share of
+  samples inside the real manifold, and of real images inside the samples' manifold. Higher is better.
+- ``diversity``: mean pairwise feature distance of a set of samples over that of as many real test images; about
+  1 for real-like variety, near 0 when the samples collapse to one image (the cheap per-epoch signal).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from gan.evaluator import Evaluator
+
+CONFIDENCE = 0.9
+MODE_SHARE = 0.01
+K_NEAREST = 3
+METRIC_NAMES = ("fid", "is", "modes", "kl_uniform", "precision", "recall")
+
+
+class _PrecomputedFeatures(nn.Module):
+    """Lets torchmetrics' FID take features we already computed (one evaluator pass serves every metric)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def frechet_distance(sample_features: torch.Tensor, real_features: torch.Tensor) -> float:
+    """FID between two feature sets, computed by torchmetrics in float64."""
+    fid = FrechetInceptionDistance(feature=_PrecomputedFeatures(real_features.shape[1]), normalize=False)
+    fid.update(real_features.double(), real=True)
+    fid.update(sample_features.double(), real=False)
+    return max(0.0, float(fid.compute()))
+
+
+def inception_score(logits: torch.Tensor) -> float:
+    """exp(E_x KL(p(y|x) || p(y))) with p(y) the mean prediction over the set (one split)."""
+    log_p = logits.double().log_softmax(1)
+    p = log_p.exp()
+    log_py = p.mean(0).clamp_min(1e-30).log()
+    return math.exp((p * (log_p - log_py)).sum(1).mean().item())
+
+
+def mode_coverage(logits: torch.Tensor, num_classes: int = 10) -> tuple[int, float]:
+    """(classes covered by confident predictions, KL of the predicted-class histogram from uniform)."""
+    probs = logits.softmax(1)
+    conf, pred = probs.max(1)
+    confident = pred[conf >= CONFIDENCE]
+    counts = torch.bincount(confident, minlength=num_classes).double()
+    modes = int((counts >= MODE_SHARE * max(1, len(confident))).sum().item()) if len(confident) else 0
+    hist = torch.bincount(pred, minlength=num_classes).double()
+    hist = hist / hist.sum()
+    nz = hist > 0
+    kl = (hist[nz] * (hist[nz] * num_classes).log()).sum().item()
+    return modes, kl
+
+
+def kth_neighbour_radius(features: torch.Tensor, k: int = K_NEAREST, chunk: int = 2048) -> torch.Tensor:
+    """Distance of each point to its k-th nearest other point in the same set."""
+    radii = []
+    for part in features.split(chunk):
+        d = torch.cdist(part, features)
+        radii.append(d.kthvalue(k + 1, dim=1).values)  # +1: the point itself is at distance 0
+    return torch.cat(radii)
+
+
+def _inside_any_ball(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int = 2048) -> float:
+    inside = []
+    for part in points.split(chunk):
+        inside.append((torch.cdist(part, centres) <= radii.unsqueeze(0)).any(1))
+    return torch.cat(inside).float().mean().item()
+
+
+def precision_recall(
+    sample_features: torch.Tensor,
+    real_features: torch.Tensor,
+    k: int = K_NEAREST,
+    real_radii: torch.Tensor | None = None,
+) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN balls in feature space.
+
+    ``real_radii`` (the real set's k-th neighbour distances) can be passed in: they never change between evaluations.
+    """
+    fake, real = sample_features.float(), real_features.float()
+    if real_radii is None:
+        real_radii = kth_neighbour_radius(real, k)
+    precision = _inside_any_ball(fake, real, real_radii)
+    recall = _inside_any_ball(real, fake, kth_neighbour_radius(fake, k))
+    return precision, recall
+
+
+def mean_pairwise_distance(features: torch.Tensor) -> float:
+    n = len(features)
+    if n < 2:
+        return 0.0
+    return (torch.cdist(features.float(), features.float()).sum() / (n * (n - 1))).item()
+
+
+def diversity(sample_features: torch.Tensor, real_features: torch.Tensor) -> float:
+    """Mean pairwise distance of the samples over that of the first as-many real images."""
+    real = real_features[: len(sample_features)]
+    return mean_pairwise_distance(sample_features) / max(mean_pairwise_distance(real), 1e-12)
+
+
+def features_metrics(
+    sample_features: torch.Tensor,
+    sample_logits: torch.Tensor,
+    real_features: torch.Tensor,
+    real_radii: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Every metric from precomputed evaluator outputs."""
+    modes, kl = mode_coverage(sample_logits)
+    precision, recall = precision_recall(sample_features, real_features, real_radii=real_radii)
+    return {
+        "fid": frechet_distance(sample_features, real_features),
+        "is": inception_score(sample_logits),
+        "modes": float(modes),
+        "kl_uniform": kl,
+        "precision": precision,
+        "recall": recall,
+    }
+
+
+def score_samples(evaluator: Evaluator, samples: torch.Tensor, value_range: Sequence[float]) -> dict[str, float]:
+    """All metrics of N x 1024 samples (in ``value_range``) against the MNIST test split."""
+    feats, logits = evaluator.embed(samples, value_range)
+    return features_metrics(feats, logits, evaluator.test_features, evaluator.test_radii)

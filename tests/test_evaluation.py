@@ -1,0 +1,51 @@
+"""Sample quality while training (tiny data, a weak evaluator allowed) and gan.evaluate."""
+
+import json
+import math
+
+import torch
+
+from gan.metrics import METRIC_NAMES
+from tests.conftest import scalars
+from tests.test_train import SCALAR_TAGS, _cli, run
+
+EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=2"]
+
+
+def test_evaluations_are_logged_recorded_and_checkpointed(tmp_path, tiny_mnist):
+    summary, run_dir = run(tmp_path, "run", tiny_mnist, "trainer.max_epochs=3", *EVAL_ON)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "finished" and results["seed"] == 0
+    assert results["config"]["model"]["g_act"] == "relu"
+    # every 2 epochs and at the end
+    assert [(e["epochs"], e["iteration"]) for e in results["evaluations"]] == [(2.0, 16), (3.0, 24)]
+    for record in results["evaluations"]:
+        assert set(METRIC_NAMES) <= set(record) and record["wall_s"] >= 0
+        assert all(math.isfinite(record[m]) for m in METRIC_NAMES)
+    assert results["final"] == results["evaluations"][-1]
+    best = min(results["evaluations"], key=lambda e: e["fid"])
+    assert results["best"]["fid"] == best["fid"] and results["best"]["iteration"] == best["iteration"]
+    ckpt = torch.load(run_dir / "checkpoints" / "best-fid.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == best["iteration"] * 2
+    series = scalars(run_dir)
+    assert [s for s, _ in series["eval/fid"]] == [16, 24]  # no false point at step 0
+    assert [s for s, _ in series["eval/diversity"]] == [8, 16, 24]  # every epoch
+    assert summary["final_metrics"]["fid"] == results["final"]["fid"]
+
+
+def test_evaluation_does_not_change_training(tmp_path, tiny_mnist):
+    _, plain = run(tmp_path, "plain", tiny_mnist, "trainer.max_epochs=2")
+    _, scored = run(tmp_path, "scored", tiny_mnist, "trainer.max_epochs=2", *EVAL_ON)
+    for tag in SCALAR_TAGS:
+        assert scalars(plain)[tag] == scalars(scored)[tag]
+
+
+def test_evaluate_command_prints_the_metrics(tmp_path, tiny_mnist):
+    _, run_dir = run(tmp_path, "run", tiny_mnist)
+    proc = _cli("gan.evaluate", f"ckpt_path={run_dir}/checkpoints/last.ckpt", f"data.root={tiny_mnist}",
+                "num_samples=50", "min_evaluator_accuracy=0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(METRIC_NAMES) <= set(result) and result["num_samples"] == 50
+    proc = _cli("gan.evaluate", f"ckpt_path={tmp_path}/none.ckpt", f"data.root={tiny_mnist}", cwd=tmp_path)
+    assert proc.returncode == 2 and "error: ckpt_path=" in proc.stderr
