@@ -9,6 +9,15 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from torchvision.utils import make_grid, save_image
 
 
+def save_checkpoint_atomic(trainer: L.Trainer, path: Path) -> None:
+    """Write the checkpoint beside ``path`` and rename it: a crash never leaves a broken file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    trainer.save_checkpoint(tmp, weights_only=False)
+    if trainer.is_global_zero:
+        os.replace(tmp, path)
+
+
 class SampleGrid(Callback):
     """Each ``every_n_epochs`` epochs: G(fixed noise) as an image in TensorBoard and a PNG in ``dirpath``.
 
@@ -51,11 +60,7 @@ class LastCheckpoint(Checkpoint):
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.global_step == self._saved_at_step or trainer.sanity_checking:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        save_checkpoint_atomic(trainer, self.path)
         self._saved_at_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

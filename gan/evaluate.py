@@ -11,12 +11,11 @@ import sys
 import time
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
 from gan.evaluator import EvaluatorError, load_evaluator
 from gan.metrics import score_samples
-from gan.sample import SampleError, load_generator
+from gan.sample import SampleError, draw, load_generator
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -25,9 +24,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     module = load_generator(cfg.ckpt_path, cfg.device)
     evaluator = load_evaluator(cfg.data.root, min_accuracy=float(cfg.min_evaluator_accuracy))
     start = time.perf_counter()
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    z = torch.randn(int(cfg.num_samples), module.hparams.latent_dim, generator=gen)
-    samples = torch.cat([module.sample(chunk).float().cpu() for chunk in z.split(2000)])
+    samples = draw(module, int(cfg.num_samples), int(cfg.seed))
     metrics = score_samples(evaluator, samples, module.data_range)
     result = {
         **{k: round(v, 5) for k, v in metrics.items()},

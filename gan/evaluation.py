@@ -21,8 +21,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from gan.callbacks import save_checkpoint_atomic
 from gan.evaluator import MIN_TEST_ACCURACY, Evaluator, load_evaluator
 from gan.metrics import METRIC_NAMES, diversity, features_metrics
+from gan.sample import draw
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -135,21 +137,10 @@ class SampleQuality(Callback):
             write_json_atomic(self.results_path, self.results)
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def draw_samples(self, pl_module: L.LightningModule) -> torch.Tensor:
-        """``num_samples`` generator outputs from the fixed evaluation noise, in eval mode, on the CPU."""
-        gen = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(self.num_samples, pl_module.hparams.latent_dim, generator=gen)
-        was_training = pl_module.generator.training
-        pl_module.generator.eval()
-        samples = torch.cat([pl_module.sample(chunk).float().cpu() for chunk in z.split(2000)])
-        pl_module.generator.train(was_training)
-        return samples
-
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         assert self.evaluator is not None
         start = time.perf_counter()
-        samples = self.draw_samples(pl_module)
+        samples = draw(pl_module, self.num_samples, self.seed)
         feats, logits = self.evaluator.embed(samples, pl_module.data_range)
         if not torch.isfinite(samples).all():
             metrics = {name: math.nan for name in METRIC_NAMES}
@@ -175,10 +166,7 @@ class SampleQuality(Callback):
         if math.isfinite(metrics["fid"]) and (best is None or metrics["fid"] < best["fid"]):
             path = self.run_dir / "checkpoints" / "best-fid.ckpt"
             if trainer.checkpoint_callbacks:  # checkpointing is on
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp")
-                trainer.save_checkpoint(tmp, weights_only=False)
-                os.replace(tmp, path)
+                save_checkpoint_atomic(trainer, path)
             self.results["best"] = {**record, "checkpoint": str(path) if trainer.checkpoint_callbacks else None}
         write_json_atomic(self.results_path, self.results)
         return metrics
