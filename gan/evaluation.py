@@ -9,9 +9,7 @@ generator with the best fid so far kept as ``checkpoints/best-fid.ckpt``.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,15 +22,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from gan.callbacks import save_checkpoint_atomic
 from gan.evaluator import MIN_TEST_ACCURACY, Evaluator, load_evaluator
 from gan.metrics import METRIC_NAMES, diversity, features_metrics
+from gan.results import RunResults
 from gan.sample import draw
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write beside and rename: a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -85,33 +76,20 @@ class SampleQuality(Callback):
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.min_evaluator_accuracy = float(min_evaluator_accuracy)
-        self.config: dict[str, Any] = {}  # the composed run config, set by gan.train, recorded in results.json
+        self.record: RunResults | None = None  # the run's results.json, handed over by gan.train
         self.evaluator: Evaluator | None = None
-        self.results: dict[str, Any] = {}
-        self._start = 0.0
         self._hparams_logged = False
         self._last_eval_iteration = -1
-
-    @property
-    def results_path(self) -> Path:
-        return self.run_dir / "results.json"
 
     # ------------------------------------------------------------------ lifecycle
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.enabled or self.evaluator is not None:
             return
         self.evaluator = load_evaluator(self.data_root, min_accuracy=self.min_evaluator_accuracy)
-        self._start = time.perf_counter()
-        self.results = {
-            "status": "running",
-            "seed": self.config.get("seed"),
-            "config": self.config,
-            "evaluator": {"test_accuracy": self.evaluator.test_accuracy, "cache": str(self.evaluator.path)},
-            "evaluations": [],
-            "best": None,
-            "final": None,
-        }
-        write_json_atomic(self.results_path, self.results)
+        if self.record is None:
+            self.record = RunResults(self.run_dir, {})
+        self.record.data["evaluator"] = {"test_accuracy": self.evaluator.test_accuracy, "cache": str(self.evaluator.path)}
+        self.record.write()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.evaluator is None:
@@ -122,19 +100,8 @@ class SampleQuality(Callback):
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.evaluator is None:
-            return
-        if self._last_eval_iteration != pl_module.iteration:
+        if self.evaluator is not None and self._last_eval_iteration != pl_module.iteration:
             self.evaluate(trainer, pl_module)
-        self.results["status"] = "finished"
-        self.results["final"] = self.results["evaluations"][-1]
-        write_json_atomic(self.results_path, self.results)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if self.results:
-            self.results["status"] = "failed"
-            self.results["error"] = f"{type(exception).__name__}: {exception}"
-            write_json_atomic(self.results_path, self.results)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
@@ -152,23 +119,20 @@ class SampleQuality(Callback):
         logged = {f"eval/{k}": v for k, v in metrics.items()}
         self._log(trainer, logged, iteration)
         if not self._hparams_logged:
-            declare_hparams(trainer, self.config, logged)
+            declare_hparams(trainer, self.record.data["config"], logged)
             self._hparams_logged = True
         record = {
             "epochs": round(iteration / max(1, trainer.num_training_batches), 3),  # completed, as a float
             "iteration": iteration,
-            "wall_s": round(time.perf_counter() - self._start, 1),
+            "wall_s": self.record.wall_s,
             "eval_s": round(eval_seconds, 2),
             **metrics,
         }
-        self.results["evaluations"].append(record)
-        best = self.results["best"]
-        if math.isfinite(metrics["fid"]) and (best is None or metrics["fid"] < best["fid"]):
-            path = self.run_dir / "checkpoints" / "best-fid.ckpt"
-            if trainer.checkpoint_callbacks:  # checkpointing is on
-                save_checkpoint_atomic(trainer, path)
-            self.results["best"] = {**record, "checkpoint": str(path) if trainer.checkpoint_callbacks else None}
-        write_json_atomic(self.results_path, self.results)
+        path = self.run_dir / "checkpoints" / "best-fid.ckpt"
+        checkpointing = bool(trainer.checkpoint_callbacks)
+        if checkpointing and self.record.improves(metrics["fid"]):
+            save_checkpoint_atomic(trainer, path)  # before results.json names it
+        self.record.add_evaluation(record, str(path) if checkpointing else None)
         return metrics
 
     @staticmethod

@@ -26,6 +26,10 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
+class DivergenceError(FloatingPointError):
+    """A loss became NaN or infinite: the run cannot recover, so it stops."""
+
+
 class GANModule(L.LightningModule):
     """Holds G and D, the loss, the optimizers' configs and a fixed noise batch for sample grids."""
 
@@ -140,6 +144,11 @@ class GANModule(L.LightningModule):
             opt_g.step()
 
         if self._is_logging_step():
+            # Checked where the values are read anyway (a GPU syncs here once per log interval, not every step).
+            if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
+                raise DivergenceError(
+                    f"non-finite loss in iteration {self.iteration}: d_loss={d_loss.item()}, g_loss={g_loss.item()}"
+                )
             self.log_dict(
                 {
                     "train/d_loss": d_loss.detach(),

@@ -6,6 +6,7 @@ pieces from their config groups, log the composed config, fit, and print where t
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +27,8 @@ from gan.evaluation import SampleQuality
 from gan.evaluator import EvaluatorError
 from gan.losses import LossError
 from gan.metrics import METRIC_NAMES
-from gan.module import GANModule
+from gan.module import DivergenceError, GANModule
+from gan.results import RunResults
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 MODEL_OVERRIDE_PREFIXES = ("model.", "model=", "activation=", "activation.")
@@ -116,21 +119,28 @@ def build_trainer(cfg: DictConfig, d_steps: int) -> L.Trainer:
     )
 
 
-def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+def log_config(trainer: L.Trainer, cfg: DictConfig, record: RunResults) -> None:
     """The composed config as YAML text and as TensorBoard hparams (flattened).
 
     With sample-quality evaluation on, the hparams are written at its first evaluation instead, together with the
     metrics the HPARAMS tab compares runs by.
     """
-    container = OmegaConf.to_container(cfg, resolve=True)
     quality = [c for c in trainer.callbacks if isinstance(c, SampleQuality) and c.enabled]
     for callback in quality:
-        callback.config = container
+        callback.record = record
     for logger in trainer.loggers:
         if not quality:
-            logger.log_hyperparams(container)
+            logger.log_hyperparams(record.data["config"])
         if hasattr(logger.experiment, "add_text"):
             logger.experiment.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```", 0)
+
+
+class RunFailed(RuntimeError):
+    """The run stopped (diverged or failed) after it started; results.json says why."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -139,9 +149,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg)
     datamodule = build_datamodule(cfg, model)
     trainer = build_trainer(cfg, model.hparams.d_steps)
-    log_config(trainer, cfg)
+    record = RunResults(cfg.run_dir, OmegaConf.to_container(cfg, resolve=True))
+    record.write()
+    log_config(trainer, cfg, record)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path or None)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path or None)
+    except DivergenceError as exc:
+        record.finish("diverged", model.iteration, str(exc))
+        raise RunFailed("diverged", str(exc)) from exc
+    except Exception as exc:
+        record.finish("failed", model.iteration, f"{type(exc).__name__}: {exc}")
+        raise RunFailed("failed", f"{type(exc).__name__}: {exc}") from exc
+    record.finish("interrupted" if trainer.interrupted else "finished", model.iteration)
     summary = {
         "run_dir": str(Path(cfg.run_dir).resolve()),
         "iterations": model.iteration,
@@ -149,10 +169,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - start, 1),
         "last_checkpoint": str(Path(cfg.run_dir).resolve() / "checkpoints" / "last.ckpt"),
     }
-    quality = next((c for c in trainer.callbacks if isinstance(c, SampleQuality) and c.results), None)
     scores = ""
-    if quality is not None and quality.results.get("final"):
-        summary["final_metrics"] = {k: quality.results["final"][k] for k in METRIC_NAMES}
+    if record.data["final"]:
+        summary["final_metrics"] = {k: record.data["final"][k] for k in METRIC_NAMES}
         scores = " " + ", ".join(f"{k}={v:.3g}" for k, v in summary["final_metrics"].items()) + "."
     print(
         f"Done: {summary['iterations']} iterations ({summary['epochs']} epochs) in {summary['wall_s']} s.{scores} "
@@ -161,13 +180,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
+    """Returns the final fid (the objective a Hydra sweeper minimises); NaN when the run has none.
+
+    In a multirun a job that fails reports and returns NaN, so that the sweep goes on with the next job.
+    """
     try:
-        train(cfg)
+        summary = train(cfg)
     except (ConfigError, MNISTDataError, EvaluatorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if _in_multirun():
+            return math.nan
         sys.exit(2)
+    except RunFailed as exc:
+        print(f"run {exc}; recorded in {Path(cfg.run_dir).resolve() / 'results.json'}", file=sys.stderr)
+        if _in_multirun():
+            return math.nan
+        sys.exit(1)
+    return summary.get("final_metrics", {}).get("fid", math.nan)
 
 
 if __name__ == "__main__":

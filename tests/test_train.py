@@ -164,3 +164,36 @@ def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, tiny_mnis
         ckpt = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
         seen.add((ckpt["hyper_parameters"]["g_act"], ckpt["hyper_parameters"]["fixed_noise_seed"]))
     assert seen == {("relu", 0), ("relu", 1), ("tanh", 0), ("tanh", 1)}
+
+
+def test_divergence_stops_the_run_and_is_recorded(tmp_path, tiny_mnist, monkeypatch):
+    from gan.losses import NonSaturatingLoss
+    from gan.train import RunFailed
+
+    real_g_loss = NonSaturatingLoss.g_loss
+    monkeypatch.setattr(NonSaturatingLoss, "g_loss", lambda self, logits: real_g_loss(self, logits) * float("nan"))
+    with pytest.raises(RunFailed, match="diverged: non-finite loss in iteration 1:"):
+        run(tmp_path, "nan", tiny_mnist, "trainer.max_epochs=3")
+    import json
+
+    results = json.loads((tmp_path / "nan" / "results.json").read_text())
+    assert results["status"] == "diverged" and "g_loss=nan" in results["reason"]
+    assert not list((tmp_path / "nan").rglob("*.tmp"))
+
+
+def test_a_sweep_goes_on_after_a_diverging_and_a_bad_job(tmp_path, tiny_mnist):
+    """A NaN leaky slope makes D output NaN at once (diverged); an unknown activation is refused (no files)."""
+    import json
+
+    sweep = tmp_path / "sweep"
+    proc = _cli("gan.train", "-m", "model.act_params.leaky_relu.negative_slope=0.2,nan", "model.d_act=leaky_relu,nope",
+                *fast_overrides(tiny_mnist), f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statuses = {}
+    for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        overrides = (job / ".hydra" / "overrides.yaml").read_text()
+        results = job / "results.json"
+        key = ("negative_slope=nan" in overrides, "d_act=nope" in overrides)
+        statuses[key] = json.loads(results.read_text())["status"] if results.exists() else None
+    assert statuses == {(False, False): "finished", (True, False): "diverged", (False, True): None, (True, True): None}
+    assert "error: Unknown activation 'nope' for model.d_act" in proc.stderr and "run diverged" in proc.stderr
