@@ -54,12 +54,14 @@ def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mnist(tmp_path_factory.mktemp("tiny_mnist"))
 
 
-def compose_train(overrides: Sequence[str] = (), run_dir: Path | None = None) -> DictConfig:
+def compose_train(overrides: Sequence[str] = (), run_dir: Path | None = None, keep_hydra: bool = False) -> DictConfig:
     """The real train config as `python -m gan.train OVERRIDES` composes it (HydraConfig set, so the overrides
     are visible to the code as on the command line)."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
+    if keep_hydra:
+        return cfg
     with open_dict(cfg):
         del cfg["hydra"]
         if run_dir is not None:

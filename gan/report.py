@@ -1,0 +1,304 @@
+"""``python -m gan.report SWEEP_DIR``: turn a sweep's run directories into tables and plots.
+
+Reads every job folder under SWEEP_DIR (``.hydra/overrides.yaml`` and ``results.json``; works on partial and
+still-running sweeps) and writes into SWEEP_DIR:
+
+- ``results.csv``: one row per run: its overrides, seed, status, final and best metrics, iterations, wall time;
+- ``report.md``: per configuration (the overrides that vary, seed aside) the mean +- std (n) of each final metric
+  over seeds, ranked by fid, diverged and failed runs counted, the best and worst configurations named;
+- ``fid_heatmap.png``: mean final fid per (model.g_act, model.d_act) cell, when the sweep varies both;
+- ``curves.png``: fid and losses over training per configuration, mean over seeds with a min-max band;
+- ``samples.png``: the latest sample grid of one run per configuration, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import OmegaConf
+
+from gan.metrics import METRIC_NAMES
+from gan.results import RESULTS_NAME
+
+HEATMAP_AXES = ("model.g_act", "model.d_act")
+
+
+@dataclass
+class Run:
+    """One job folder of a sweep."""
+
+    path: Path
+    overrides: dict[str, str]
+    results: dict[str, Any] | None
+    label: str = ""
+    varying: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.results["status"] if self.results else "no results (refused or not started)"
+
+    @property
+    def seed(self) -> str:
+        if "seed" in self.overrides:
+            return self.overrides["seed"]
+        return str(self.results.get("seed")) if self.results else ""
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        """The final evaluation, or for a running job its latest one."""
+        if not self.results:
+            return None
+        evaluations = self.results.get("evaluations") or []
+        return self.results.get("final") or (evaluations[-1] if evaluations else None)
+
+
+def _overrides(job: Path) -> dict[str, str]:
+    path = job / ".hydra" / "overrides.yaml"
+    items = list(OmegaConf.load(path)) if path.is_file() else []
+    parsed = {}
+    for item in items or []:
+        key, _, value = str(item).lstrip("+~").partition("=")
+        parsed[key] = value
+    return parsed
+
+
+def find_runs(sweep: Path) -> list[Run]:
+    """Every job folder under ``sweep`` (one holding .hydra/ or results.json), labelled by what varies."""
+    jobs = sorted({p.parent for p in sweep.rglob(RESULTS_NAME)} | {p.parent for p in sweep.rglob(".hydra")})
+    runs = []
+    for job in jobs:
+        results_path = job / RESULTS_NAME
+        results = json.loads(results_path.read_text()) if results_path.is_file() else None
+        runs.append(Run(job, _overrides(job), results))
+    keys = sorted({k for r in runs for k in r.overrides if k != "seed"})
+    varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+    for run in runs:
+        run.varying = {k: run.overrides.get(k, "(default)") for k in varying}
+        run.label = " ".join(f"{k}={v}" for k, v in run.varying.items()) or "(one configuration)"
+    return runs
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan, 0
+    return statistics.fmean(finite), (statistics.stdev(finite) if len(finite) > 1 else 0.0), len(finite)
+
+
+def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One row per configuration: final-metric mean/std over its scored runs, status counts; ranked by fid."""
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run.label].append(run)
+    rows = []
+    for label, members in groups.items():
+        scored = [r.latest for r in members if r.latest is not None]
+        row: dict[str, Any] = {
+            "config": label,
+            "varying": members[0].varying,
+            "runs": len(members),
+            "diverged": sum(r.status == "diverged" for r in members),
+            "failed": sum(r.status == "failed" for r in members),
+            "running": sum(r.status == "running" for r in members),
+        }
+        for metric in METRIC_NAMES:
+            row[metric] = _mean_std([s[metric] for s in scored])
+        rows.append(row)
+    rows.sort(key=lambda r: (math.isnan(r["fid"][0]), r["fid"][0]))
+    return rows
+
+
+def write_csv(runs: Sequence[Run], path: Path) -> None:
+    varying = list(runs[0].varying) if runs else []
+    columns = ["run", "config", *varying, "seed", "status", "reason", "iterations", "wall_s"]
+    columns += [f"final_{m}" for m in METRIC_NAMES] + ["best_iteration"] + [f"best_{m}" for m in METRIC_NAMES]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns)
+        writer.writeheader()
+        for run in runs:
+            res = run.results or {}
+            latest, best = run.latest or {}, res.get("best") or {}
+            row = {"run": run.path.name, "config": run.label, **run.varying, "seed": run.seed, "status": run.status,
+                   "reason": res.get("reason") or "", "iterations": res.get("iterations", ""),
+                   "wall_s": res.get("wall_s", ""), "best_iteration": best.get("iteration", "")}
+            row.update({f"final_{m}": latest.get(m, "") for m in METRIC_NAMES})
+            row.update({f"best_{m}": best.get(m, "") for m in METRIC_NAMES})
+            writer.writerow(row)
+
+
+def _fmt(stat: tuple[float, float, int]) -> str:
+    mean, std, n = stat
+    return "n/a" if n == 0 else f"{mean:.3g} ± {std:.2g} ({n})"
+
+
+def write_markdown(sweep: Path, runs: Sequence[Run], rows: Sequence[dict[str, Any]], plots: Sequence[str]) -> str:
+    statuses: dict[str, int] = defaultdict(int)
+    for run in runs:
+        statuses[run.status] += 1
+    lines = [
+        f"# Sweep report: {sweep}",
+        "",
+        f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ".",
+        "Final metrics (the last evaluation of each run; a running run counts with its latest), mean ± std (n runs "
+        "scored) over seeds, ranked by fid (lower is better; higher is better for is, modes, precision, recall).",
+        "",
+        "| rank | configuration | runs | diverged | failed | " + " | ".join(METRIC_NAMES) + " |",
+        "|---|---|---|---|---|" + "---|" * len(METRIC_NAMES),
+    ]
+    for i, row in enumerate(rows, 1):
+        cells = [str(i), row["config"], str(row["runs"]), str(row["diverged"]), str(row["failed"])]
+        lines.append("| " + " | ".join(cells + [_fmt(row[m]) for m in METRIC_NAMES]) + " |")
+    scored = [r for r in rows if r["fid"][2] > 0]
+    if scored:
+        lines += ["", f"Best configuration: **{scored[0]['config']}** (fid {_fmt(scored[0]['fid'])}).",
+                  f"Worst configuration: **{scored[-1]['config']}** (fid {_fmt(scored[-1]['fid'])})."]
+    lines += [""] + [f"![{p}]({p})" for p in plots]
+    text = "\n".join(lines) + "\n"
+    (sweep / "report.md").write_text(text)
+    return text
+
+
+def plot_heatmap(rows: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Mean final fid per (G activation, D activation) cell; False when the sweep lacks those two axes."""
+    if not rows or not all(axis in rows[0]["varying"] for axis in HEATMAP_AXES):
+        return False
+    import matplotlib.pyplot as plt
+
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        if row["fid"][2]:
+            cells[(row["varying"][HEATMAP_AXES[0]], row["varying"][HEATMAP_AXES[1]])].append(row["fid"][0])
+    g_acts = sorted({r["varying"][HEATMAP_AXES[0]] for r in rows})
+    d_acts = sorted({r["varying"][HEATMAP_AXES[1]] for r in rows})
+    grid = [[statistics.fmean(cells[(g, d)]) if cells.get((g, d)) else math.nan for d in d_acts] for g in g_acts]
+    fig, ax = plt.subplots(figsize=(1.2 * len(d_acts) + 2.5, 0.8 * len(g_acts) + 1.8))
+    image = ax.imshow(grid, cmap="viridis_r")
+    ax.set_xticks(range(len(d_acts)), d_acts, rotation=45, ha="right")
+    ax.set_yticks(range(len(g_acts)), g_acts)
+    ax.set_xlabel("D hidden activation")
+    ax.set_ylabel("G hidden activation")
+    for i, row_values in enumerate(grid):
+        for j, value in enumerate(row_values):
+            ax.text(j, i, "n/a" if math.isnan(value) else f"{value:.1f}", ha="center", va="center", color="w")
+    fig.colorbar(image, ax=ax, label="mean final fid (lower is better)")
+    ax.set_title("FID by activation pair")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _loss_series(run: Run, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run.path / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+
+def _band(series: Sequence[Sequence[tuple[int, float]]]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Mean, min and max over runs at the steps all runs share."""
+    common = sorted(set.intersection(*[{s for s, _ in one} for one in series])) if series else []
+    values = [[dict(one)[s] for one in series] for s in common]
+    return common, [statistics.fmean(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def plot_curves(runs: Sequence[Run], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.results:
+            groups[run.label].append(run)
+    if not groups:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for label, members in sorted(groups.items()):
+        fid = [[(e["iteration"], e["fid"]) for e in r.results["evaluations"]] for r in members]
+        panels = [("fid", [f for f in fid if f]), ("train/d_loss", [_loss_series(r, "train/d_loss") for r in members]),
+                  ("train/g_loss", [_loss_series(r, "train/g_loss") for r in members])]
+        for ax, (name, series) in zip(axes, panels):
+            series = [s for s in series if s]
+            steps, mean, lo, hi = _band(series)
+            if steps:
+                (line,) = ax.plot(steps, mean, label=label)
+                ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
+    for ax, title in zip(axes, ("fid (lower is better)", "discriminator loss", "generator loss")):
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_samples(runs: Sequence[Run], path: Path) -> bool:
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    chosen: dict[str, Path] = {}
+    for run in sorted(runs, key=lambda r: r.seed):
+        grids = sorted((run.path / "samples").glob("epoch*.png"))
+        if grids and run.label not in chosen:
+            chosen[run.label] = grids[-1]
+    if not chosen:
+        return False
+    cols = min(4, len(chosen))
+    rows = math.ceil(len(chosen) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 4.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (label, grid) in zip(axes.flat, sorted(chosen.items())):
+        ax.imshow(mpimg.imread(grid), cmap="gray")
+        ax.set_title(label.replace(" ", "\n") + f"\n({grid.stem})", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def report(sweep: str | Path) -> dict[str, Any]:
+    """Write every report file into ``sweep``; returns the per-configuration rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sweep = Path(sweep)
+    if not sweep.is_dir():
+        raise FileNotFoundError(f"{sweep}: no such sweep folder.")
+    runs = find_runs(sweep)
+    if not runs:
+        raise FileNotFoundError(f"{sweep} holds no run directories (no .hydra/ or {RESULTS_NAME} below it).")
+    rows = summarize(runs)
+    write_csv(runs, sweep / "results.csv")
+    plots = [name for name, ok in (
+        ("fid_heatmap.png", plot_heatmap(rows, sweep / "fid_heatmap.png")),
+        ("curves.png", plot_curves(runs, sweep / "curves.png")),
+        ("samples.png", plot_samples(runs, sweep / "samples.png")),
+    ) if ok]
+    write_markdown(sweep, runs, rows, plots)
+    return {"runs": len(runs), "configurations": rows, "plots": plots}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", help="a sweep folder, e.g. outputs/multirun/2026-11-27/18-00-00")
+    args = parser.parse_args(argv)
+    try:
+        result = report(args.sweep)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    print(f"{result['runs']} runs, {len(result['configurations'])} configurations -> "
+          f"{Path(args.sweep) / 'report.md'}, results.csv, " + ", ".join(result["plots"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""gan.report on a small real sweep (tiny data, real runs, real results.json files)."""
+
+import csv
+import json
+import math
+import statistics
+
+from pathlib import Path
+
+import pytest
+
+from gan.activations import ACTIVATION_NAMES
+from gan.report import find_runs, report
+from gan.train import CONF_DIR
+from tests.conftest import compose_train, fast_overrides
+from tests.test_train import _cli
+
+EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, tiny_mnist):
+    folder = tmp_path_factory.mktemp("sweep")
+    proc = _cli("gan.train", "-m", "model.g_act=relu,tanh", "model.d_act=leaky_relu,elu", "seed=0,1",
+                *fast_overrides(tiny_mnist), *EVAL_ON, "trainer.max_epochs=2", f"hydra.sweep.dir={folder}",
+                cwd=folder)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
+
+
+def test_report_numbers_match_the_results_files(sweep):
+    result = report(sweep)
+    assert result["runs"] == 8 and len(result["configurations"]) == 4
+    assert set(result["plots"]) == {"fid_heatmap.png", "curves.png", "samples.png"}
+    for name in ("report.md", "results.csv", "fid_heatmap.png", "curves.png", "samples.png"):
+        assert (sweep / name).stat().st_size > 0
+    # direct computation from the results.json files
+    by_config: dict[tuple[str, str], list[float]] = {}
+    for results_file in sweep.glob("*/results.json"):
+        res = json.loads(results_file.read_text())
+        key = (res["config"]["model"]["g_act"], res["config"]["model"]["d_act"])
+        by_config.setdefault(key, []).append(res["final"]["fid"])
+    for row in result["configurations"]:
+        key = (row["varying"]["model.g_act"], row["varying"]["model.d_act"])
+        mean, std, n = row["fid"]
+        assert n == 2
+        assert mean == pytest.approx(statistics.fmean(by_config[key]))
+        assert std == pytest.approx(statistics.stdev(by_config[key]))
+    fids = [row["fid"][0] for row in result["configurations"]]
+    assert fids == sorted(fids)  # ranked by fid
+    text = (sweep / "report.md").read_text()
+    best = result["configurations"][0]["config"]
+    assert f"Best configuration: **{best}**" in text and "8 runs: 8 finished" in text
+    rows = list(csv.DictReader((sweep / "results.csv").open()))
+    assert len(rows) == 8 and {r["seed"] for r in rows} == {"0", "1"}
+    assert all(r["status"] == "finished" and math.isfinite(float(r["final_fid"])) for r in rows)
+    assert {"model.g_act", "model.d_act"} <= set(rows[0])
+
+
+def test_report_counts_failed_and_unfinished_runs(sweep, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(sweep, partial)
+    runs = sorted(partial.glob("[0-9]*"))
+    res = json.loads((runs[0] / "results.json").read_text())
+    res.update(status="diverged", reason="non-finite loss", final=None, evaluations=[])
+    (runs[0] / "results.json").write_text(json.dumps(res))
+    res = json.loads((runs[1] / "results.json").read_text())
+    res.update(status="running", final=None)  # still running: its latest evaluation counts
+    (runs[1] / "results.json").write_text(json.dumps(res))
+    (runs[2] / "results.json").unlink()  # started, nothing recorded yet
+    result = report(partial)
+    assert result["runs"] == 8
+    assert sum(r["diverged"] for r in result["configurations"]) == 1
+    assert sum(r["running"] for r in result["configurations"]) == 1
+    assert sum(r["fid"][2] for r in result["configurations"]) == 6
+    text = (partial / "report.md").read_text()
+    assert "1 diverged" in text and "1 running" in text and "no results" in text
+    assert [r.status for r in find_runs(partial)].count("finished") == 5
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_config_composes_into_a_grid(name):
+    cfg = compose_train([f"experiment={name}"], keep_hydra=True)
+    params = cfg.hydra.sweeper.params
+    assert {"model.g_act", "model.d_act", "seed"} <= set(params)
+    assert len(str(params.seed).split(",")) >= 3
+    for act in str(params["model.g_act"]).split(",") + str(params["model.d_act"]).split(","):
+        assert act in ACTIVATION_NAMES
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_runs_its_first_jobs(tmp_path, tiny_mnist, name):
+    sweep = tmp_path / "sweep"
+    cfg = compose_train([f"experiment={name}"], keep_hydra=True)
+    first = {k: str(v).split(",")[0] for k, v in cfg.hydra.sweeper.params.items()}
+    # the experiment's own grid, cut to its first value per axis (the command line wins over the sweeper's
+    # params), on tiny data for 3 iterations
+    grid = [f"{k}={v}" for k, v in first.items()]
+    proc = _cli("gan.train", "-m", f"experiment={name}", *grid, *fast_overrides(tiny_mnist), "trainer.max_steps=3",
+                f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((sweep / "0" / "results.json").read_text())
+    assert results["status"] == "finished"
+    assert results["config"]["model"]["g_act"] == first["model.g_act"]
