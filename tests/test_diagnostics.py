@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 from gan.diagnostics import grad_norms, hidden_layers, layer_stats, probe
 from gan.networks import Discriminator, Generator
