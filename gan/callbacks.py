@@ -33,10 +33,7 @@ class SampleGrid(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs < 1 or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        was_training = pl_module.generator.training
-        pl_module.generator.eval()  # sampling mode, should G ever hold dropout or batch norm
         images = pl_module.to_unit_images(pl_module.sample(pl_module.fixed_noise)).cpu()
-        pl_module.generator.train(was_training)
         grid = make_grid(images, nrow=self.nrow, padding=2, pad_value=0.5)
         for logger in trainer.loggers:
             if hasattr(logger.experiment, "add_image"):

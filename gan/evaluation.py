@@ -108,10 +108,10 @@ class SampleQuality(Callback):
         assert self.evaluator is not None
         start = time.perf_counter()
         samples = draw(pl_module, self.num_samples, self.seed)
-        feats, logits = self.evaluator.embed(samples, pl_module.data_range)
         if not torch.isfinite(samples).all():
             metrics = {name: math.nan for name in METRIC_NAMES}
         else:
+            feats, logits = self.evaluator.embed(samples, pl_module.data_range)
             metrics = features_metrics(feats, logits, self.evaluator.test_features, self.evaluator.test_radii)
         eval_seconds = time.perf_counter() - start
         iteration = pl_module.iteration

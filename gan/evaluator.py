@@ -77,21 +77,28 @@ class Evaluator:
     test_radii: torch.Tensor  # distance of each test feature to its k-th nearest neighbour (precision's balls)
     path: Path
 
-    @torch.no_grad()
     def embed(
         self, images: torch.Tensor, value_range: Sequence[float], batch_size: int = 2000
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and logits of N x 1024 images given in ``value_range`` (clamped to it, as pixels are)."""
-        lo, hi = float(value_range[0]), float(value_range[1])
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        feats, logits = [], []
-        for chunk in images.split(batch_size):
-            unit = ((chunk.to(device).float() - lo) / (hi - lo)).clamp_(0, 1)
-            f, lg = self.model.features_and_logits(unit)
-            feats.append(f.cpu())
-            logits.append(lg.cpu())
-        return torch.cat(feats), torch.cat(logits)
+        return embed(self.model, images, value_range, batch_size)
+
+
+@torch.no_grad()
+def embed(
+    model: MNISTClassifier, images: torch.Tensor, value_range: Sequence[float], batch_size: int = 2000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and logits of N x 1024 images given in ``value_range`` (clamped to it, as pixels are)."""
+    lo, hi = float(value_range[0]), float(value_range[1])
+    model.eval()
+    device = next(model.parameters()).device
+    feats, logits = [], []
+    for chunk in images.split(batch_size):
+        unit = ((chunk.to(device).float() - lo) / (hi - lo)).clamp_(0, 1)
+        f, lg = model.features_and_logits(unit)
+        feats.append(f.cpu())
+        logits.append(lg.cpu())
+    return torch.cat(feats), torch.cat(logits)
 
 
 def data_checksums(root: str | Path) -> dict[str, str]:
@@ -144,10 +151,9 @@ def train_classifier(
     return model, _accuracy(model, root)
 
 
-@torch.no_grad()
 def _accuracy(model: MNISTClassifier, root: str | Path) -> float:
     test_x, test_y = load_split(root, "test")
-    logits = torch.cat([model(c) for c in to_flat_images(test_x, (0.0, 1.0)).split(2000)])
+    _, logits = embed(model, to_flat_images(test_x, (0.0, 1.0)), (0.0, 1.0))
     return (logits.argmax(1) == test_y).float().mean().item()
 
 
@@ -155,8 +161,7 @@ def _reference(model: MNISTClassifier, root: str | Path) -> tuple[torch.Tensor, 
     from gan.metrics import kth_neighbour_radius
 
     test_x, _ = load_split(root, "test")
-    probe = Evaluator(model, 0.0, torch.empty(0), torch.empty(0), torch.empty(0), Path())
-    feats, logits = probe.embed(to_flat_images(test_x, (0.0, 1.0)), (0.0, 1.0))
+    feats, logits = embed(model, to_flat_images(test_x, (0.0, 1.0)), (0.0, 1.0))
     return feats, logits, kth_neighbour_radius(feats)
 
 

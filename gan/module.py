@@ -106,8 +106,14 @@ class GANModule(L.LightningModule):
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor) -> torch.Tensor:
-        """Generator output for ``z``, in the data range (N x 1024)."""
-        return self.generator(z.to(self.device))
+        """Generator output for ``z`` (N x 1024, in the data range), G in eval mode for the call: every grid,
+        metric and sample file sees the same sampling mode, should G ever hold dropout or batch norm."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z.to(self.device))
+        finally:
+            self.generator.train(was_training)
 
     def to_unit_images(self, x: torch.Tensor) -> torch.Tensor:
         """N x 1024 samples in the data range -> N x 1 x 32 x 32 in [0, 1] for image grids."""

@@ -32,18 +32,13 @@ def load_generator(ckpt_path: str | Path, device: str = "cpu") -> GANModule:
 
 
 def draw(module: GANModule, num_samples: int, seed: int, chunk: int = 2000) -> torch.Tensor:
-    """``num_samples`` generator outputs (N x 1024, on the CPU) from seeded noise, G in eval mode.
+    """``num_samples`` generator outputs (N x 1024, on the CPU) from seeded noise.
 
     The noise comes from its own generator: drawing never disturbs the training's random stream.
     """
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(num_samples, module.hparams.latent_dim, generator=gen)
-    was_training = module.generator.training
-    module.generator.eval()
-    try:
-        return torch.cat([module.sample(part).float().cpu() for part in z.split(chunk)])
-    finally:
-        module.generator.train(was_training)
+    return torch.cat([module.sample(part).float().cpu() for part in z.split(chunk)])
 
 
 def run(cfg: DictConfig) -> dict[str, str]:
