@@ -30,6 +30,37 @@ from gan.module import GANModule
 from gan.train import CONF_DIR, build_datamodule, build_model, build_trainer
 
 
+# Stability switches the bare reference loop does not implement: the benchmark compares the plain iteration.
+REFERENCE_DEFAULTS = {
+    "r1_weight": 0.0,
+    "d_spectral_norm": False,
+    "g_norm": "none",
+    "d_norm": "none",
+    "label_smoothing": 0.0,
+    "instance_noise": 0.0,
+    "d_minibatch_std": False,
+    "g_ema": False,
+}
+
+
+class BenchConfigError(ValueError):
+    """A configuration the reference loop cannot reproduce."""
+
+
+def check_reference_can_match(model: GANModule, augment: object) -> None:
+    """Refuse stability switches and penalised losses: the reference would skip their work and flatter itself."""
+    changed = [f"model.{k}={model.hparams[k]!r}" for k, v in REFERENCE_DEFAULTS.items() if model.hparams[k] != v]
+    if model.loss.gradient_penalty:
+        changed.append(f"model.loss={model.hparams.loss!r}")
+    if augment is not None:
+        changed.append("data.augment")
+    if changed:
+        raise BenchConfigError(
+            f"gan.bench compares the plain GAN iteration with a bare PyTorch loop, which does not implement "
+            f"{', '.join(changed)}. Benchmark without those overrides (losses ns, minimax, lsgan and hinge are fine)."
+        )
+
+
 class ReferenceLoop:
     """GANModule.training_step's iteration written as a bare PyTorch loop, on its own copy of G, D and optimizers."""
 
@@ -137,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
         model = build_model(cfg)
         datamodule = build_datamodule(cfg, model)
-        datamodule.setup("fit")
+        check_reference_can_match(model, datamodule.augment)
         reference = ReferenceLoop(cfg, datamodule.train_images)
         timer = Interleaved(reference, args.warmup, args.segment)
         trainer = build_trainer(cfg, model.hparams.d_steps)

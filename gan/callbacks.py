@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 import lightning as L
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from torchvision.utils import make_grid, save_image
@@ -33,13 +34,17 @@ class SampleGrid(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs < 1 or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        images = pl_module.to_unit_images(pl_module.sample(pl_module.fixed_noise)).cpu()
-        grid = make_grid(images, nrow=self.nrow, padding=2, pad_value=0.5)
-        for logger in trainer.loggers:
-            if hasattr(logger.experiment, "add_image"):
-                logger.experiment.add_image("samples/fixed_noise", grid, global_step=pl_module.iteration)
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(grid, self.dirpath / f"epoch{trainer.current_epoch:04d}.png")  # Lightning's numbering, from 0
+        # With a weight average (model.g_ema) the main grid is the average's; the trained G's goes beside it.
+        variants = [("", None)] + ([("_no_ema", False)] if getattr(pl_module, "generator_ema", None) else [])
+        for suffix, ema in variants:
+            images = pl_module.to_unit_images(pl_module.sample(pl_module.fixed_noise, ema=ema)).cpu()
+            grid = make_grid(images, nrow=self.nrow, padding=2, pad_value=0.5)
+            for logger in trainer.loggers:
+                if hasattr(logger.experiment, "add_image"):
+                    logger.experiment.add_image(f"samples/fixed_noise{suffix}", grid, global_step=pl_module.iteration)
+            # Lightning's epoch numbering, from 0
+            save_image(grid, self.dirpath / f"epoch{trainer.current_epoch:04d}{suffix}.png")
 
 
 class LastCheckpoint(Checkpoint):

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from gan.augment import DiffAugment, parse_policy
 from gan.networks import IMAGE_SIZE
 
 SPLIT_FILES: dict[str, tuple[str, str]] = {
@@ -130,25 +131,63 @@ def to_flat_images(images: torch.Tensor, value_range: Sequence[float]) -> torch.
     return padded.reshape(len(images), -1).float().mul_((hi - lo) / 255.0).add_(lo)
 
 
-class ShuffledBatches:
-    """Shuffled, full batches sliced from an in-memory tensor: one index op per batch, no per-item collation."""
+def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``size`` items with the classes as equal as possible, drawn with ``seed``.
 
-    def __init__(self, data: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+    Each class gets ``size // classes`` items; the remainder goes to randomly chosen classes, one extra each.
+    """
+    classes = labels.unique()
+    gen = torch.Generator().manual_seed(int(seed))
+    quota = torch.full((len(classes),), size // len(classes))
+    quota[torch.randperm(len(classes), generator=gen)[: size % len(classes)]] += 1
+    picked = []
+    for cls, n in zip(classes.tolist(), quota.tolist()):
+        members = (labels == cls).nonzero().squeeze(1)
+        if n > len(members):
+            raise MNISTDataError(
+                f"data.train_size={size} needs {n} images of class {cls} for a class-balanced subset; the training "
+                f"split has {len(members)}. Use at most {len(members) * len(classes)} (or null for all images)."
+            )
+        picked.append(members[torch.randperm(len(members), generator=gen)[:n]])
+    return torch.cat(picked).sort().values
+
+
+class ShuffledBatches:
+    """Shuffled, full batches sliced from an in-memory tensor: one index op per batch, no per-item collation.
+
+    ``num_batches`` larger than one pass gives consecutive passes, each in a fresh order (a small training subset
+    then serves as many batches per epoch as the full data set would).
+    """
+
+    def __init__(
+        self, data: torch.Tensor, batch_size: int, generator: torch.Generator, num_batches: int | None = None
+    ) -> None:
         self.data = data
         self.batch_size = batch_size
         self.generator = generator
+        self.num_batches = len(data) // batch_size if num_batches is None else int(num_batches)
 
     def __len__(self) -> int:
-        return len(self.data) // self.batch_size
+        return self.num_batches
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        order = torch.randperm(len(self.data), generator=self.generator)
-        for i in range(len(self)):
+        needed = self.num_batches * self.batch_size
+        passes = [torch.randperm(len(self.data), generator=self.generator)]
+        while sum(len(p) for p in passes) < needed:
+            passes.append(torch.randperm(len(self.data), generator=self.generator))
+        order = torch.cat(passes) if len(passes) > 1 else passes[0]
+        for i in range(self.num_batches):
             yield self.data[order[i * self.batch_size : (i + 1) * self.batch_size]]
 
 
 class MNISTDataModule(L.LightningDataModule):
-    """Train split for training; the test split (``test_images``) for evaluation."""
+    """Train split (or a class-balanced subset of it) for training; the test split (``test_images``) for evaluation.
+
+    An epoch is always one full training split's worth of batches (60,000 images): with ``train_size`` N it is
+    about 60,000 / N passes over the subset, so limited-data runs keep the budget and the per-epoch logging,
+    evaluation and checkpoint cadence of full-data runs. ``augment`` names the DiffAugment policy that the
+    training step applies to everything D sees (``self.augment``, in the data range's background).
+    """
 
     def __init__(
         self,
@@ -158,6 +197,9 @@ class MNISTDataModule(L.LightningDataModule):
         seed: int = 0,
         value_range: Sequence[float] = (-1.0, 1.0),
         batches_per_iteration: int = 1,
+        train_size: int | None = None,
+        subset_seed: int = 0,
+        augment: str | Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if int(batch_size) < 1:
@@ -168,9 +210,19 @@ class MNISTDataModule(L.LightningDataModule):
         self.value_range = (float(value_range[0]), float(value_range[1]))
         # With model.d_steps = k each iteration needs k real batches: one for each discriminator update.
         self.batches_per_iteration = int(batches_per_iteration)
+        if train_size is not None and int(train_size) < self.batch_size * self.batches_per_iteration:
+            raise ValueError(
+                f"data.train_size={train_size} is smaller than one iteration's real images "
+                f"({self.batch_size * self.batches_per_iteration} = data.batch_size x model.d_steps). Use a larger "
+                "train_size, or null for the whole training split."
+            )
+        self.train_size = None if train_size is None else int(train_size)
+        self.subset_seed = int(subset_seed)
+        self.augment = DiffAugment(augment, background=self.value_range[0]) if parse_policy(augment) else None
         self.shuffle_generator = torch.Generator().manual_seed(int(seed))
         self.train_images: torch.Tensor | None = None
         self.train_labels: torch.Tensor | None = None
+        self.batches_per_epoch = 0
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare_data(self) -> None:
@@ -178,12 +230,27 @@ class MNISTDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_images is None:
-            images, self.train_labels = load_split(self.root, "train")
+            images, labels = load_split(self.root, "train")
+            self.batches_per_epoch = len(images) // (self.batch_size * self.batches_per_iteration)
+            if self.train_size is not None and self.train_size > len(images):
+                raise MNISTDataError(
+                    f"data.train_size={self.train_size} is larger than the training split ({len(images)} images in "
+                    f"{raw_folder(self.root)}). Use at most {len(images)}, or null for all of them."
+                )
+            if self.train_size is not None and self.train_size < len(images):
+                keep = balanced_subset(labels, self.train_size, self.subset_seed)
+                images, labels = images[keep], labels[keep]
+            self.train_labels = labels
             self.train_images = to_flat_images(images, self.value_range)
 
     def train_dataloader(self) -> ShuffledBatches:
         self.setup("fit")
-        return ShuffledBatches(self.train_images, self.batch_size * self.batches_per_iteration, self.shuffle_generator)
+        return ShuffledBatches(
+            self.train_images,
+            self.batch_size * self.batches_per_iteration,
+            self.shuffle_generator,
+            num_batches=self.batches_per_epoch,
+        )
 
     def test_images(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The 10k test split (N x 1024 in the data range, labels), decoded once."""

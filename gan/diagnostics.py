@@ -12,13 +12,15 @@ removed again, so other iterations pay nothing) and for every hidden layer K of 
 - histograms ``diag/{G,D}/layerK/pre`` and ``.../act`` (``diag.histograms``).
 
 G is probed on fresh noise from its own seeded generator (the training's random stream is untouched), D on the
-current real batch together with as many fakes.
+current real batch together with as many fakes. A probe leaves no trace on training: the networks' buffers
+(batch-norm running statistics, spectral norm's power-iteration vectors) are restored after it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 import lightning as L
 import torch
@@ -89,6 +91,19 @@ def probe(
     }
 
 
+@contextmanager
+def buffers_restored(*modules: nn.Module) -> Iterator[None]:
+    """Run a block and put every buffer of ``modules`` back as it was (a forward pass in training mode updates
+    batch-norm statistics and spectral-norm vectors; a diagnostic probe must not)."""
+    saved = [(buf, buf.detach().clone()) for module in modules for buf in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+
 def grad_norms(net: nn.Sequential) -> dict[int, float]:
     """L2 norm of each hidden and output linear layer's gradients (0 where none yet)."""
     norms = {}
@@ -126,7 +141,7 @@ class ActivationDiagnostics(Callback):
         hp = pl_module.hparams
         real = batch[: len(batch) // hp.d_steps]
         z = torch.randn(len(real), hp.latent_dim, generator=self.noise).to(real.device)
-        with torch.no_grad():
+        with torch.no_grad(), buffers_restored(pl_module.generator):
             fake = pl_module.generator(z)
         d_input = torch.cat([real, fake.to(real.dtype)])
         nets = {
@@ -135,7 +150,10 @@ class ActivationDiagnostics(Callback):
         }
         scalars: dict[str, float] = {}
         for tag, (net, x, act_name) in nets.items():
-            layers = probe(net, x, act_name, hp.act_params.get(act_name), self.dead_threshold, self.saturation_margin)
+            with buffers_restored(net):
+                layers = probe(
+                    net, x, act_name, hp.act_params.get(act_name), self.dead_threshold, self.saturation_margin
+                )
             norms = grad_norms(net)
             for k, found in layers.items():
                 prefix = f"diag/{tag}/layer{k}"

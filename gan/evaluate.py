@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from gan.evaluator import EvaluatorError, load_evaluator
 from gan.metrics import score_samples
-from gan.sample import SampleError, draw, load_generator
+from gan.sample import SampleError, checked_ema, draw, load_generator
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     module = load_generator(cfg.ckpt_path, cfg.device)
     evaluator = load_evaluator(cfg.data.root, min_accuracy=float(cfg.min_evaluator_accuracy))
     start = time.perf_counter()
-    samples = draw(module, int(cfg.num_samples), int(cfg.seed))
+    samples = draw(module, int(cfg.num_samples), int(cfg.seed), ema=checked_ema(module, cfg))
     metrics = score_samples(evaluator, samples, module.data_range)
     result = {
         **{k: round(v, 5) for k, v in metrics.items()},

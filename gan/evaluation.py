@@ -5,6 +5,9 @@ Every ``eval.every_n_epochs`` epochs and at the end of training: ``eval.num_samp
 evaluation noise (the same z each time, so curves compare generators, not draws) scored by ``gan.metrics``,
 logged under ``eval/`` and as the TensorBoard HPARAMS metrics, appended to ``RUN_DIR/results.json``, and the
 generator with the best fid so far kept as ``checkpoints/best-fid.ckpt``.
+
+With ``model.g_ema`` the samples come from G's weight average, and the trained G is scored too, under
+``eval_no_ema/`` (and ``no_ema`` in results.json), so the average's effect shows side by side.
 """
 
 from __future__ import annotations
@@ -56,6 +59,15 @@ def declare_hparams(trainer: L.Trainer, config: dict[str, Any], metrics: dict[st
             logger.log_hyperparams(config)
 
 
+def sampler_variants(pl_module: L.LightningModule) -> list[tuple[str, bool | None]]:
+    """(metric prefix, ``ema`` argument of ``sample``) for each generator to score: the default sampler under
+    ``eval``, and with a weight average also the trained G under ``eval_no_ema``."""
+    variants: list[tuple[str, bool | None]] = [("eval", None)]
+    if getattr(pl_module, "generator_ema", None) is not None:
+        variants.append(("eval_no_ema", False))
+    return variants
+
+
 class SampleQuality(Callback):
     """Scores the generator with the MNIST evaluator while it trains (see the module docstring)."""
 
@@ -94,8 +106,12 @@ class SampleQuality(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.evaluator is None:
             return
-        feats, _ = self.evaluator.embed(pl_module.sample(pl_module.fixed_noise).cpu(), pl_module.data_range)
-        self._log(trainer, {"eval/diversity": diversity(feats, self.evaluator.test_features)}, pl_module.iteration)
+        logged = {}
+        for prefix, ema in sampler_variants(pl_module):
+            grid = pl_module.sample(pl_module.fixed_noise, ema=ema).cpu()
+            feats, _ = self.evaluator.embed(grid, pl_module.data_range)
+            logged[f"{prefix}/diversity"] = diversity(feats, self.evaluator.test_features)
+        self._log(trainer, logged, pl_module.iteration)
         if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.evaluate(trainer, pl_module)
 
@@ -104,19 +120,24 @@ class SampleQuality(Callback):
             self.evaluate(trainer, pl_module)
 
     # ------------------------------------------------------------------ evaluation
+    def score(self, pl_module: L.LightningModule, ema: bool | None) -> dict[str, float]:
+        """Every metric of ``num_samples`` samples from the evaluation noise (NaN for non-finite samples)."""
+        assert self.evaluator is not None
+        samples = draw(pl_module, self.num_samples, self.seed, ema=ema)
+        if not torch.isfinite(samples).all():
+            return {name: math.nan for name in METRIC_NAMES}
+        feats, logits = self.evaluator.embed(samples, pl_module.data_range)
+        return features_metrics(feats, logits, self.evaluator.test_features, self.evaluator.test_radii)
+
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         assert self.evaluator is not None
         start = time.perf_counter()
-        samples = draw(pl_module, self.num_samples, self.seed)
-        if not torch.isfinite(samples).all():
-            metrics = {name: math.nan for name in METRIC_NAMES}
-        else:
-            feats, logits = self.evaluator.embed(samples, pl_module.data_range)
-            metrics = features_metrics(feats, logits, self.evaluator.test_features, self.evaluator.test_radii)
+        scored = {prefix: self.score(pl_module, ema) for prefix, ema in sampler_variants(pl_module)}
+        metrics = scored["eval"]
         eval_seconds = time.perf_counter() - start
         iteration = pl_module.iteration
         self._last_eval_iteration = iteration
-        logged = {f"eval/{k}": v for k, v in metrics.items()}
+        logged = {f"{prefix}/{k}": v for prefix, values in scored.items() for k, v in values.items()}
         self._log(trainer, logged, iteration)
         if not self._hparams_logged:
             declare_hparams(trainer, self.record.data["config"], logged)
@@ -128,6 +149,8 @@ class SampleQuality(Callback):
             "eval_s": round(eval_seconds, 2),
             **metrics,
         }
+        if "eval_no_ema" in scored:
+            record["no_ema"] = scored["eval_no_ema"]
         path = self.run_dir / "checkpoints" / "best-fid.ckpt"
         checkpointing = bool(trainer.checkpoint_callbacks)
         if checkpointing and self.record.improves(metrics["fid"]):

@@ -241,15 +241,21 @@ def plot_curves(runs: Sequence[Run], path: Path) -> bool:
     return True
 
 
+def latest_grid(run_dir: Path) -> Path | None:
+    """The run's last main sample grid (``samples/epochNNNN.png``; with a weight average, not ``*_no_ema``)."""
+    grids = sorted(p for p in (run_dir / "samples").glob("epoch*.png") if not p.stem.endswith("_no_ema"))
+    return grids[-1] if grids else None
+
+
 def plot_samples(runs: Sequence[Run], path: Path) -> bool:
     import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
 
     chosen: dict[str, Path] = {}
     for run in sorted(runs, key=lambda r: r.seed):
-        grids = sorted((run.path / "samples").glob("epoch*.png"))
-        if grids and run.label not in chosen:
-            chosen[run.label] = grids[-1]
+        grid = latest_grid(run.path)
+        if grid is not None and run.label not in chosen:
+            chosen[run.label] = grid
     if not chosen:
         return False
     cols = min(4, len(chosen))

@@ -31,14 +31,29 @@ def load_generator(ckpt_path: str | Path, device: str = "cpu") -> GANModule:
     return module.eval()
 
 
-def draw(module: GANModule, num_samples: int, seed: int, chunk: int = 2000) -> torch.Tensor:
+def checked_ema(module: GANModule, cfg: DictConfig) -> bool | None:
+    """The ``ema`` argument (null: the average when there is one), refused when the checkpoint has no average."""
+    ema = cfg.get("ema")
+    if ema is not None and not isinstance(ema, bool):
+        raise SampleError(f"ema={ema!r} is not valid; valid choices: null (the default sampler), true, false.")
+    if ema and module.generator_ema is None:
+        raise SampleError(
+            f"ema=true, but {cfg.ckpt_path} holds no generator weight average (it was trained with model.g_ema=false)."
+        )
+    return ema
+
+
+def draw(
+    module: GANModule, num_samples: int, seed: int, chunk: int = 2000, ema: bool | None = None
+) -> torch.Tensor:
     """``num_samples`` generator outputs (N x 1024, on the CPU) from seeded noise.
 
-    The noise comes from its own generator: drawing never disturbs the training's random stream.
+    The noise comes from its own generator: drawing never disturbs the training's random stream. ``ema`` as in
+    ``GANModule.sample`` (None: the weight average when the model keeps one).
     """
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(num_samples, module.hparams.latent_dim, generator=gen)
-    return torch.cat([module.sample(part).float().cpu() for part in z.split(chunk)])
+    return torch.cat([module.sample(part, ema=ema).float().cpu() for part in z.split(chunk)])
 
 
 def run(cfg: DictConfig) -> dict[str, str]:
@@ -47,7 +62,7 @@ def run(cfg: DictConfig) -> dict[str, str]:
     if cfg.device not in ("cpu", "cuda"):
         raise SampleError(f"device={cfg.device!r} is not valid; valid choices: cpu, cuda.")
     module = load_generator(cfg.ckpt_path, cfg.device)
-    samples = draw(module, int(cfg.num_samples), int(cfg.seed))
+    samples = draw(module, int(cfg.num_samples), int(cfg.seed), ema=checked_ema(module, cfg))
     written: dict[str, str] = {}
     if cfg.out:
         save_image(module.to_unit_images(samples), cfg.out, nrow=int(cfg.nrow), padding=2, pad_value=0.5)

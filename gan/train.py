@@ -22,16 +22,18 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from gan.activations import ActivationError
+from gan.augment import AugmentError
 from gan.data import MNISTDataError, MNISTDataModule
 from gan.evaluation import SampleQuality
 from gan.evaluator import EvaluatorError
 from gan.losses import LossError
 from gan.metrics import METRIC_NAMES
 from gan.module import DivergenceError, GANModule
+from gan.networks import NetworkConfigError
 from gan.results import RunResults
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-MODEL_OVERRIDE_PREFIXES = ("model.", "model=", "activation=", "activation.")
+MODEL_OVERRIDE_PREFIXES = ("model.", "model=", "activation=", "activation.", "stability=")
 
 
 class ConfigError(ValueError):
@@ -58,7 +60,9 @@ def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
     except hydra.errors.InstantiationException as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
-            message = str(cause) if isinstance(cause, (ActivationError, LossError)) else f"{group}: {cause}"
+            own = (ActivationError, LossError, NetworkConfigError, AugmentError)  # messages that name their key
+            names_key = isinstance(cause, own) or str(cause).startswith(f"{group}.")
+            message = str(cause) if names_key else f"{group}: {cause}"
             raise ConfigError(message) from cause
         raise
 
@@ -99,6 +103,7 @@ def build_datamodule(cfg: DictConfig, model: GANModule) -> MNISTDataModule:
         cfg.data, "data", value_range=list(model.data_range), batches_per_iteration=model.hparams.d_steps
     )
     datamodule.prepare_data()  # missing data fails here, before a logger or checkpoint is written
+    datamodule.setup("fit")  # and so does a training subset the data cannot supply
     return datamodule
 
 

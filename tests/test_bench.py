@@ -35,3 +35,10 @@ def test_reference_loop_trains_the_same_model(tmp_path):
     after = ref.G.state_dict() | {f"D.{k}": v for k, v in ref.D.state_dict().items()}
     assert all(not torch.equal(before[k], after[k]) for k in before)
     assert len(ref.opt_g.state) == 8 and len(ref.opt_d.state) == 8
+
+
+@pytest.mark.parametrize("override", ["stability=r1", "stability=wgan_gp", "stability=g_ema", "data.augment=cutout"])
+def test_bench_refuses_switches_the_reference_does_not_implement(tmp_path, override):
+    root = make_mnist(tmp_path / "data", n_train=512, n_test=16)
+    with pytest.raises(bench.BenchConfigError, match="does not implement"):
+        bench.main(["--data-root", str(root), "--warmup", "1", "--iters", "2", "--segment", "2", override])

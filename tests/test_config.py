@@ -63,9 +63,15 @@ def test_activation_parameters_from_the_command_line():
         (["model.loss=wgan"], "Unknown loss 'wgan'.*ns, minimax, lsgan"),
         (["model.d_steps=0"], "d_steps must be a positive integer"),
         (["model.g_act=elu", "+model.act_params.elu.slope=1"], "Unknown parameter 'slope' for activation 'elu'"),
-        (["data.batch_size=0"], "data: data.batch_size must be a positive integer, got 0"),
+        (["data.batch_size=0"], "^data.batch_size must be a positive integer, got 0"),
         (["trainer.accelerator=tpux"], "trainer: .*'tpux'.*Available names are: .*cpu"),
         (["trainer.precision=17"], "trainer: Precision 17 is invalid. Allowed precision values"),
+        (["model.loss=wgan-gp", "model.d_norm=batch"], "d_norm='batch' with model.loss='wgan-gp'"),
+        (["model.g_norm=group"], "Unknown normalization 'group' for model.g_norm. Valid choices: none, batch, layer"),
+        (["stability=hinge", "model.label_smoothing=0.1"], "label_smoothing=0.1 does not apply to model.loss='hinge'"),
+        (["model.r1_weight=-2"], r"model.r1_weight must be in \[0, inf\], got -2"),
+        (["data.augment=color"], "Unknown augmentation 'color' in data.augment='color'. Valid policies"),
+        (["data.train_size=4"], "data.train_size=4 is smaller than one iteration's real images"),
     ],
 )
 def test_bad_values_fail_before_any_work_with_one_clear_message(tmp_path, tiny_mnist, overrides, pattern):
@@ -88,3 +94,13 @@ def test_config_is_plain_yaml_the_code_can_read():
     assert OmegaConf.select(cfg, "model._target_") == "gan.module.GANModule"
     assert cfg.data._target_ == "gan.data.MNISTDataModule"
     assert cfg.trainer._target_ == "lightning.Trainer"
+
+
+def test_a_training_subset_larger_than_the_data_fails_before_any_work(tmp_path, tiny_mnist):
+    from gan.data import MNISTDataError
+
+    run_dir = tmp_path / "run"
+    cfg = compose_train(fast_overrides(tiny_mnist) + ["data.train_size=1000"], run_dir)
+    with pytest.raises(MNISTDataError, match="data.train_size=1000 is larger than the training split"):
+        train(cfg)
+    assert not run_dir.exists()

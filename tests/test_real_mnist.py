@@ -38,3 +38,12 @@ def test_short_real_run_learns_something(tmp_path):
     d_x = torch.tensor([v for _, v in series["train/D_x"]])
     d_gz = torch.tensor([v for _, v in series["train/D_G_z"]])
     assert torch.isfinite(d_x).all() and (d_x - d_gz).mean() > 0
+
+
+def test_real_limited_data_subset_is_balanced_and_fixed():
+    a = MNISTDataModule(root=str(REAL_MNIST), download=False, train_size=2000, seed=0)
+    b = MNISTDataModule(root=str(REAL_MNIST), download=False, train_size=2000, seed=7)  # another training seed
+    a.setup(), b.setup()
+    assert a.train_labels.bincount().tolist() == [200] * 10
+    assert torch.equal(a.train_images, b.train_images)  # the subset follows data.subset_seed, not the seed
+    assert len(a.train_dataloader()) == 60000 // 64  # an epoch is still 60,000 images' worth of batches

@@ -11,7 +11,7 @@ import pytest
 
 from gan.activations import ACTIVATION_NAMES
 from gan.report import find_runs, report
-from gan.train import CONF_DIR
+from gan.train import CONF_DIR, build_model
 from tests.conftest import compose_train, fast_overrides
 from tests.test_train import _cli
 
@@ -83,27 +83,54 @@ def test_report_counts_failed_and_unfinished_runs(sweep, tmp_path):
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
 
+def sweep_axes(cfg) -> dict[str, list[str]]:
+    """The experiment's sweep as Hydra parses it: axis -> its values (quoted and list values kept whole)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    axes = {}
+    for key, value in cfg.hydra.sweeper.params.items():
+        (override,) = parser.parse_overrides([f"{key}={value}"])
+        axes[key] = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+    return axes
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_config_composes_into_a_grid(name):
-    cfg = compose_train([f"experiment={name}"], keep_hydra=True)
-    params = cfg.hydra.sweeper.params
-    assert {"model.g_act", "model.d_act", "seed"} <= set(params)
-    assert len(str(params.seed).split(",")) >= 3
-    for act in str(params["model.g_act"]).split(",") + str(params["model.d_act"]).split(","):
-        assert act in ACTIVATION_NAMES
+def test_every_experiment_config_composes_into_a_grid_of_valid_values(name):
+    """Every value of every axis composes with the experiment and builds its model and data settings."""
+    axes = sweep_axes(compose_train([f"experiment={name}"], keep_hydra=True))
+    assert "seed" in axes and len(axes["seed"]) >= 2
+    assert sum(len(v) > 1 for k, v in axes.items() if k != "seed") >= 1  # it compares something
+    for key, values in axes.items():
+        for value in values:
+            cfg = compose_train([f"experiment={name}", f"{key}={value}"])
+            build_model(cfg)
+            if key in ("model.g_act", "model.d_act"):
+                assert value in ACTIVATION_NAMES
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_its_first_jobs(tmp_path, tiny_mnist, name):
     sweep = tmp_path / "sweep"
-    cfg = compose_train([f"experiment={name}"], keep_hydra=True)
-    first = {k: str(v).split(",")[0] for k, v in cfg.hydra.sweeper.params.items()}
+    axes = sweep_axes(compose_train([f"experiment={name}"], keep_hydra=True))
     # the experiment's own grid, cut to its first value per axis (the command line wins over the sweeper's
     # params), on tiny data for 3 iterations
-    grid = [f"{k}={v}" for k, v in first.items()]
+    grid = [f"{k}={v[0]}" for k, v in axes.items()]
     proc = _cli("gan.train", "-m", f"experiment={name}", *grid, *fast_overrides(tiny_mnist), "trainer.max_steps=3",
-                f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                "data.train_size=null", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((sweep / "0" / "results.json").read_text())
     assert results["status"] == "finished"
-    assert results["config"]["model"]["g_act"] == first["model.g_act"]
+    if "model.g_act" in axes:
+        assert results["config"]["model"]["g_act"] == axes["model.g_act"][0]
+
+
+def test_sample_sheet_shows_the_main_grid_of_a_weight_averaged_run(tmp_path):
+    from gan.report import latest_grid
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for name in ("epoch0000.png", "epoch0001.png", "epoch0000_no_ema.png", "epoch0001_no_ema.png"):
+        (samples / name).write_bytes(b"")
+    assert latest_grid(tmp_path) == samples / "epoch0001.png"
+    assert latest_grid(tmp_path / "elsewhere") is None
