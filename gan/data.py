@@ -260,8 +260,14 @@ class MNISTDataModule(L.LightningDataModule):
         return self._test
 
     def state_dict(self) -> dict[str, Any]:
-        """The shuffle RNG, so that a resumed run sees the batches an uninterrupted one would have seen."""
-        return {"shuffle_rng": self.shuffle_generator.get_state()}
+        """The shuffle RNG, so that a resumed run sees the batches an uninterrupted one would have seen, and the
+        training subset and augmentation, so that it trains on the same data (``gan.train`` reads them back)."""
+        subset = {
+            "train_size": self.train_size,
+            "subset_seed": self.subset_seed,
+            "augment": list(self.augment.policy) if self.augment is not None else [],
+        }
+        return {"shuffle_rng": self.shuffle_generator.get_state(), "subset": subset}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "shuffle_rng" in state_dict:

@@ -24,11 +24,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     module = load_generator(cfg.ckpt_path, cfg.device)
     evaluator = load_evaluator(cfg.data.root, min_accuracy=float(cfg.min_evaluator_accuracy))
     start = time.perf_counter()
-    samples = draw(module, int(cfg.num_samples), int(cfg.seed), ema=checked_ema(module, cfg))
+    ema = checked_ema(module, cfg)
+    samples = draw(module, int(cfg.num_samples), int(cfg.seed), ema=ema)
     metrics = score_samples(evaluator, samples, module.data_range)
     result = {
         **{k: round(v, 5) for k, v in metrics.items()},
         "num_samples": int(cfg.num_samples),
+        "generator": "weight average" if module.sampling_generator(ema) is not module.generator else "trained",
         "eval_s": round(time.perf_counter() - start, 2),
         "ckpt_path": str(cfg.ckpt_path),
     }

@@ -19,10 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan.activations import ActivationError
-from gan.augment import AugmentError
+from gan.augment import AugmentError, parse_policy
 from gan.data import MNISTDataError, MNISTDataModule
 from gan.evaluation import SampleQuality
 from gan.evaluator import EvaluatorError
@@ -34,6 +34,9 @@ from gan.results import RunResults
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 MODEL_OVERRIDE_PREFIXES = ("model.", "model=", "activation=", "activation.", "stability=")
+# The data settings that define what a run trains on (resume keeps them, like the model).
+DATA_SUBSET_KEYS = ("train_size", "subset_seed", "augment")
+DATA_OVERRIDE_PREFIXES = tuple(f"data.{k}" for k in DATA_SUBSET_KEYS) + ("data=", "stability=")
 
 
 class ConfigError(ValueError):
@@ -47,10 +50,11 @@ def lightning_max_steps(max_steps: int | None, d_steps: int) -> int:
     return int(max_steps) * (int(d_steps) + 1)
 
 
-def _explicit_model_overrides() -> list[str]:
+def _explicit_overrides(prefixes: tuple[str, ...]) -> list[str]:
+    """The command-line overrides that start with one of ``prefixes``."""
     if not HydraConfig.initialized():
         return []
-    return [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith(MODEL_OVERRIDE_PREFIXES)]
+    return [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith(prefixes)]
 
 
 def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
@@ -67,20 +71,29 @@ def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
         raise
 
 
+def adopt(node: DictConfig, values: dict[str, Any]) -> None:
+    """Write what a resumed run really uses back into its config, so that the logged config and results.json say it."""
+    with open_dict(node):
+        for key, value in values.items():
+            node[key] = value
+
+
 def build_model(cfg: DictConfig) -> GANModule:
-    """The GAN from ``cfg.model`` or, when resuming, from the checkpoint's own hyperparameters."""
+    """The GAN from ``cfg.model`` or, when resuming, from the checkpoint's own hyperparameters (then also written
+    into ``cfg.model``)."""
     model: GANModule = instantiate(cfg.model, "model", _recursive_=False)
     if not cfg.ckpt_path:
         return model
     saved = resume_checkpoint(cfg)["hyper_parameters"]
     changed = {k: (saved.get(k), v) for k, v in model.hparams.items() if saved.get(k) != v}
-    explicit = _explicit_model_overrides()
+    explicit = _explicit_overrides(MODEL_OVERRIDE_PREFIXES)
     if changed and explicit:
         diffs = "; ".join(f"{k}: checkpoint {old!r}, asked {new!r}" for k, (old, new) in changed.items())
         raise ConfigError(
             f"Cannot resume {cfg.ckpt_path} with a different model ({' '.join(explicit)}): {diffs}. A resumed run "
             "keeps the checkpoint's model; drop those overrides, or start a new run without ckpt_path."
         )
+    adopt(cfg.model, saved)
     return GANModule(**saved)
 
 
@@ -97,10 +110,36 @@ def resume_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     return ckpt
 
 
+def resumed_data_settings(cfg: DictConfig) -> dict[str, Any]:
+    """When resuming: the checkpoint's training subset and augmentation, which the resumed run keeps (as it keeps
+    the model); asking for other values explicitly is an error. Empty for a new run or an older checkpoint."""
+    if not cfg.ckpt_path:
+        return {}
+    saved = resume_checkpoint(cfg).get(MNISTDataModule.__qualname__, {}).get("subset")
+    if saved is None:
+        return {}
+    asked = {k: cfg.data.get(k) for k in DATA_SUBSET_KEYS}
+    asked["augment"] = list(parse_policy(asked["augment"]))
+    changed = {k: (saved[k], asked[k]) for k in DATA_SUBSET_KEYS if saved[k] != asked[k]}
+    explicit = _explicit_overrides(DATA_OVERRIDE_PREFIXES)
+    if changed and explicit:
+        diffs = "; ".join(f"data.{k}: checkpoint {old!r}, asked {new!r}" for k, (old, new) in changed.items())
+        raise ConfigError(
+            f"Cannot resume {cfg.ckpt_path} on different data ({' '.join(explicit)}): {diffs}. A resumed run keeps "
+            "the checkpoint's training subset and augmentation; drop those overrides, or start a new run."
+        )
+    adopt(cfg.data, saved)
+    return dict(saved)
+
+
 def build_datamodule(cfg: DictConfig, model: GANModule) -> MNISTDataModule:
     """The data module with the pixel range of the generator's output activation (never configured twice)."""
     datamodule: MNISTDataModule = instantiate(
-        cfg.data, "data", value_range=list(model.data_range), batches_per_iteration=model.hparams.d_steps
+        cfg.data,
+        "data",
+        value_range=list(model.data_range),
+        batches_per_iteration=model.hparams.d_steps,
+        **resumed_data_settings(cfg),
     )
     datamodule.prepare_data()  # missing data fails here, before a logger or checkpoint is written
     datamodule.setup("fit")  # and so does a training subset the data cannot supply

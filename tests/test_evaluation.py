@@ -3,6 +3,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 from gan.metrics import METRIC_NAMES
@@ -49,3 +50,26 @@ def test_evaluate_command_prints_the_metrics(tmp_path, tiny_mnist):
     assert set(METRIC_NAMES) <= set(result) and result["num_samples"] == 50
     proc = _cli("gan.evaluate", f"ckpt_path={tmp_path}/none.ckpt", f"data.root={tiny_mnist}", cwd=tmp_path)
     assert proc.returncode == 2 and "error: ckpt_path=" in proc.stderr
+
+
+def test_weight_average_and_trained_generator_are_both_scored(tmp_path, tiny_mnist):
+    from omegaconf import OmegaConf
+
+    from gan.evaluate import run as evaluate_run
+
+    _, run_dir = run(tmp_path, "ema", tiny_mnist, "trainer.max_epochs=2", "model.g_ema=true", "model.g_ema_decay=0.9",
+                     *EVAL_ON)
+    final = json.loads((run_dir / "results.json").read_text())["final"]
+    assert set(METRIC_NAMES) <= set(final["no_ema"])
+    assert final["fid"] != final["no_ema"]["fid"]  # two generators, two scores
+    series = scalars(run_dir)
+    assert [s for s, _ in series["eval_no_ema/fid"]] == [s for s, _ in series["eval/fid"]] == [16]
+    assert series["eval/fid"][0][1] == pytest.approx(final["fid"], rel=1e-6)  # TensorBoard keeps float32
+    assert series["eval_no_ema/fid"][0][1] == pytest.approx(final["no_ema"]["fid"], rel=1e-6)
+    assert len(series["eval_no_ema/diversity"]) == 2
+    base = {"ckpt_path": str(run_dir / "checkpoints" / "last.ckpt"), "num_samples": 64, "seed": 0, "device": "cpu",
+            "data": {"root": str(tiny_mnist)}, "min_evaluator_accuracy": 0}
+    averaged = evaluate_run(OmegaConf.create({**base, "ema": None}))
+    trained = evaluate_run(OmegaConf.create({**base, "ema": False}))
+    assert averaged["generator"] == "weight average" and trained["generator"] == "trained"
+    assert averaged["fid"] == round(final["fid"], 5) and trained["fid"] == round(final["no_ema"]["fid"], 5)

@@ -14,7 +14,7 @@ from gan.data import MNISTDataModule
 from gan.module import GANModule
 from gan.sample import SampleError
 from gan.sample import run as sample_run
-from gan.train import CONF_DIR, train
+from gan.train import CONF_DIR, ConfigError, train
 from tests.conftest import compose_train, fast_overrides, image_tags, scalars
 from tests.test_train import SCALAR_TAGS, run, weights
 
@@ -128,10 +128,15 @@ def test_resume_with_every_trick_on_continues_exactly(tmp_path, tiny_mnist):
     budget = "model.instance_noise_iters=16"  # the decay must not depend on how long each fit is
     _, straight = run(tmp_path, "straight", tiny_mnist, *KITCHEN_SINK, budget, "trainer.max_epochs=2")
     _, first = run(tmp_path, "first", tiny_mnist, *KITCHEN_SINK, budget, "trainer.max_epochs=1")
-    _, resumed = run(
-        tmp_path, "resumed", tiny_mnist, "data.train_size=100", "data.augment=[translation,cutout]",
-        f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=2",
-    )
+    ckpt = first / "checkpoints" / "last.ckpt"
+    # no model or data overrides: the resumed run takes both from the checkpoint, and its records say so
+    _, resumed = run(tmp_path, "resumed", tiny_mnist, f"ckpt_path={ckpt}", "trainer.max_epochs=2")
+    config = json.loads((resumed / "results.json").read_text())["config"]
+    assert config["data"]["train_size"] == 100 and config["data"]["augment"] == ["translation", "cutout"]
+    assert config["model"]["g_ema"] is True and config["model"]["instance_noise_iters"] == 16
+    with pytest.raises(ConfigError, match="data.train_size: checkpoint 100, asked 50"):
+        run(tmp_path, "other", tiny_mnist, f"ckpt_path={ckpt}", "data.train_size=50", "trainer.max_epochs=2")
+    assert not (tmp_path / "other").exists()
     ws, wr = weights(straight), weights(resumed)
     assert any(k.startswith("generator_ema.") for k in ws) and any("_u" in k for k in ws)
     assert set(ws) == set(wr)
