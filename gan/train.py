@@ -85,16 +85,24 @@ def build_model(cfg: DictConfig) -> GANModule:
     if not cfg.ckpt_path:
         return model
     saved = resume_checkpoint(cfg)["hyper_parameters"]
-    changed = {k: (saved.get(k), v) for k, v in model.hparams.items() if saved.get(k) != v}
-    explicit = _explicit_overrides(MODEL_OVERRIDE_PREFIXES)
-    if changed and explicit:
-        diffs = "; ".join(f"{k}: checkpoint {old!r}, asked {new!r}" for k, (old, new) in changed.items())
-        raise ConfigError(
-            f"Cannot resume {cfg.ckpt_path} with a different model ({' '.join(explicit)}): {diffs}. A resumed run "
-            "keeps the checkpoint's model; drop those overrides, or start a new run without ckpt_path."
-        )
-    adopt(cfg.model, saved)
+    keep_checkpoint_settings(cfg, "model", saved, dict(model.hparams), MODEL_OVERRIDE_PREFIXES, "model")
     return GANModule(**saved)
+
+
+def keep_checkpoint_settings(
+    cfg: DictConfig, group: str, saved: dict[str, Any], asked: dict[str, Any], prefixes: tuple[str, ...], what: str
+) -> None:
+    """A resumed run keeps the checkpoint's ``what``: command-line overrides asking for other values are refused,
+    and ``cfg[group]`` is set to what the run really uses."""
+    changed = {k: (saved.get(k), v) for k, v in asked.items() if saved.get(k) != v}
+    explicit = _explicit_overrides(prefixes)
+    if changed and explicit:
+        diffs = "; ".join(f"{group}.{k}: checkpoint {old!r}, asked {new!r}" for k, (old, new) in changed.items())
+        raise ConfigError(
+            f"Cannot resume {cfg.ckpt_path} with a different {what} ({' '.join(explicit)}): {diffs}. A resumed run "
+            f"keeps the checkpoint's {what}; drop those overrides, or start a new run without ckpt_path."
+        )
+    adopt(cfg[group], saved)
 
 
 def resume_checkpoint(cfg: DictConfig) -> dict[str, Any]:
@@ -120,15 +128,7 @@ def resumed_data_settings(cfg: DictConfig) -> dict[str, Any]:
         return {}
     asked = {k: cfg.data.get(k) for k in DATA_SUBSET_KEYS}
     asked["augment"] = list(parse_policy(asked["augment"]))
-    changed = {k: (saved[k], asked[k]) for k in DATA_SUBSET_KEYS if saved[k] != asked[k]}
-    explicit = _explicit_overrides(DATA_OVERRIDE_PREFIXES)
-    if changed and explicit:
-        diffs = "; ".join(f"data.{k}: checkpoint {old!r}, asked {new!r}" for k, (old, new) in changed.items())
-        raise ConfigError(
-            f"Cannot resume {cfg.ckpt_path} on different data ({' '.join(explicit)}): {diffs}. A resumed run keeps "
-            "the checkpoint's training subset and augmentation; drop those overrides, or start a new run."
-        )
-    adopt(cfg.data, saved)
+    keep_checkpoint_settings(cfg, "data", saved, asked, DATA_OVERRIDE_PREFIXES, "training subset and augmentation")
     return dict(saved)
 
 
