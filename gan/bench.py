@@ -13,6 +13,7 @@ for as many, and so on, so that both see the same machine state. The last line p
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 import tempfile
@@ -30,17 +31,10 @@ from gan.module import GANModule
 from gan.train import CONF_DIR, build_datamodule, build_model, build_trainer
 
 
-# Stability switches the bare reference loop does not implement: the benchmark compares the plain iteration.
-REFERENCE_DEFAULTS = {
-    "r1_weight": 0.0,
-    "d_spectral_norm": False,
-    "g_norm": "none",
-    "d_norm": "none",
-    "label_smoothing": 0.0,
-    "instance_noise": 0.0,
-    "d_minibatch_std": False,
-    "g_ema": False,
-}
+# Stability switches the bare reference loop does not implement (it matches them only at GANModule's defaults).
+REFERENCE_SWITCHES = (
+    "r1_weight", "d_spectral_norm", "g_norm", "d_norm", "label_smoothing", "instance_noise", "d_minibatch_std", "g_ema"
+)
 
 
 class BenchConfigError(ValueError):
@@ -49,7 +43,8 @@ class BenchConfigError(ValueError):
 
 def check_reference_can_match(model: GANModule, augment: object) -> None:
     """Refuse stability switches and penalised losses: the reference would skip their work and flatter itself."""
-    changed = [f"model.{k}={model.hparams[k]!r}" for k, v in REFERENCE_DEFAULTS.items() if model.hparams[k] != v]
+    defaults = inspect.signature(GANModule.__init__).parameters
+    changed = [f"model.{k}={model.hparams[k]!r}" for k in REFERENCE_SWITCHES if model.hparams[k] != defaults[k].default]
     if model.loss.gradient_penalty:
         changed.append(f"model.loss={model.hparams.loss!r}")
     if augment is not None:

@@ -36,8 +36,7 @@ class SampleGrid(Callback):
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)
         # With a weight average (model.g_ema) the main grid is the average's; the trained G's goes beside it.
-        variants = [("", None)] + ([("_no_ema", False)] if getattr(pl_module, "generator_ema", None) else [])
-        for suffix, ema in variants:
+        for suffix, ema in pl_module.sampler_variants():
             images = pl_module.to_unit_images(pl_module.sample(pl_module.fixed_noise, ema=ema)).cpu()
             grid = make_grid(images, nrow=self.nrow, padding=2, pad_value=0.5)
             for logger in trainer.loggers:

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from gan.augment import DiffAugment, parse_policy
+from gan.augment import DiffAugment
 from gan.networks import IMAGE_SIZE
 
 SPLIT_FILES: dict[str, tuple[str, str]] = {
@@ -171,11 +171,8 @@ class ShuffledBatches:
         return self.num_batches
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        needed = self.num_batches * self.batch_size
-        passes = [torch.randperm(len(self.data), generator=self.generator)]
-        while sum(len(p) for p in passes) < needed:
-            passes.append(torch.randperm(len(self.data), generator=self.generator))
-        order = torch.cat(passes) if len(passes) > 1 else passes[0]
+        passes = max(1, math.ceil(self.num_batches * self.batch_size / len(self.data)))
+        order = torch.cat([torch.randperm(len(self.data), generator=self.generator) for _ in range(passes)])
         for i in range(self.num_batches):
             yield self.data[order[i * self.batch_size : (i + 1) * self.batch_size]]
 
@@ -218,7 +215,8 @@ class MNISTDataModule(L.LightningDataModule):
             )
         self.train_size = None if train_size is None else int(train_size)
         self.subset_seed = int(subset_seed)
-        self.augment = DiffAugment(augment, background=self.value_range[0]) if parse_policy(augment) else None
+        augmentation = DiffAugment(augment, background=self.value_range[0])
+        self.augment: DiffAugment | None = augmentation if augmentation.policy else None
         self.shuffle_generator = torch.Generator().manual_seed(int(seed))
         self.train_images: torch.Tensor | None = None
         self.train_labels: torch.Tensor | None = None

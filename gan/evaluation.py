@@ -59,15 +59,6 @@ def declare_hparams(trainer: L.Trainer, config: dict[str, Any], metrics: dict[st
             logger.log_hyperparams(config)
 
 
-def sampler_variants(pl_module: L.LightningModule) -> list[tuple[str, bool | None]]:
-    """(metric prefix, ``ema`` argument of ``sample``) for each generator to score: the default sampler under
-    ``eval``, and with a weight average also the trained G under ``eval_no_ema``."""
-    variants: list[tuple[str, bool | None]] = [("eval", None)]
-    if getattr(pl_module, "generator_ema", None) is not None:
-        variants.append(("eval_no_ema", False))
-    return variants
-
-
 class SampleQuality(Callback):
     """Scores the generator with the MNIST evaluator while it trains (see the module docstring)."""
 
@@ -107,10 +98,10 @@ class SampleQuality(Callback):
         if self.evaluator is None:
             return
         logged = {}
-        for prefix, ema in sampler_variants(pl_module):
+        for suffix, ema in pl_module.sampler_variants():
             grid = pl_module.sample(pl_module.fixed_noise, ema=ema).cpu()
             feats, _ = self.evaluator.embed(grid, pl_module.data_range)
-            logged[f"{prefix}/diversity"] = diversity(feats, self.evaluator.test_features)
+            logged[f"eval{suffix}/diversity"] = diversity(feats, self.evaluator.test_features)
         self._log(trainer, logged, pl_module.iteration)
         if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.evaluate(trainer, pl_module)
@@ -132,7 +123,7 @@ class SampleQuality(Callback):
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         assert self.evaluator is not None
         start = time.perf_counter()
-        scored = {prefix: self.score(pl_module, ema) for prefix, ema in sampler_variants(pl_module)}
+        scored = {f"eval{suffix}": self.score(pl_module, ema) for suffix, ema in pl_module.sampler_variants()}
         metrics = scored["eval"]
         eval_seconds = time.perf_counter() - start
         iteration = pl_module.iteration

@@ -195,6 +195,11 @@ class GANModule(L.LightningModule):
             raise ValueError("this model has no generator weight average (it was trained with model.g_ema=false)")
         return self.generator
 
+    def sampler_variants(self) -> list[tuple[str, bool | None]]:
+        """(name suffix, ``ema`` argument of ``sample``) of each generator that grids and metrics show: the default
+        sampler (suffix ""), and with a weight average also the trained G (suffix "_no_ema")."""
+        return [("", None)] + ([("_no_ema", False)] if self.generator_ema is not None else [])
+
     @torch.no_grad()
     def sample(self, z: torch.Tensor, ema: bool | None = None) -> torch.Tensor:
         """Generator output for ``z`` (N x 1024, in the data range), G in eval mode for the call: every grid,

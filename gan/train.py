@@ -6,6 +6,7 @@ pieces from their config groups, log the composed config, fit, and print where t
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -106,15 +107,22 @@ def keep_checkpoint_settings(
 
 
 def resume_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """The checkpoint named by ``ckpt_path``, read once however many settings are taken from it (treat as read-only)."""
     path = Path(cfg.ckpt_path).expanduser()
     if not path.is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file (looked at {path.resolve()}).")
+    return _read_checkpoint(str(path.resolve()), path.stat().st_mtime_ns, str(cfg.ckpt_path))
+
+
+@functools.lru_cache(maxsize=1)
+def _read_checkpoint(path: str, mtime_ns: int, given: str) -> dict[str, Any]:
+    """Cached by path and modification time, so a rewritten file is read again."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - unreadable file -> one clear message
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is not a readable checkpoint: {exc}") from exc
+        raise ConfigError(f"ckpt_path={given!r} is not a readable checkpoint: {exc}") from exc
     if "hyper_parameters" not in ckpt:
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} was not written by gan.train (no hyper_parameters).")
+        raise ConfigError(f"ckpt_path={given!r} was not written by gan.train (no hyper_parameters).")
     return ckpt
 
 
