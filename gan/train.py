@@ -6,7 +6,6 @@ pieces from their config groups, log the composed config, fit, and print where t
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 import time
@@ -111,19 +110,21 @@ def resume_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     path = Path(cfg.ckpt_path).expanduser()
     if not path.is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file (looked at {path.resolve()}).")
-    return _read_checkpoint(str(path.resolve()), path.stat().st_mtime_ns, str(cfg.ckpt_path))
+    key = (str(path.resolve()), path.stat().st_mtime_ns)  # a rewritten file is read again
+    if key not in _LAST_CHECKPOINT:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - unreadable file -> one clear message
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is not a readable checkpoint: {exc}") from exc
+        if "hyper_parameters" not in ckpt:
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} was not written by gan.train (no hyper_parameters).")
+        _LAST_CHECKPOINT.clear()
+        _LAST_CHECKPOINT[key] = ckpt
+    return _LAST_CHECKPOINT[key]
 
 
-@functools.lru_cache(maxsize=1)
-def _read_checkpoint(path: str, mtime_ns: int, given: str) -> dict[str, Any]:
-    """Cached by path and modification time, so a rewritten file is read again."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - unreadable file -> one clear message
-        raise ConfigError(f"ckpt_path={given!r} is not a readable checkpoint: {exc}") from exc
-    if "hyper_parameters" not in ckpt:
-        raise ConfigError(f"ckpt_path={given!r} was not written by gan.train (no hyper_parameters).")
-    return ckpt
+# The one checkpoint resume_checkpoint read last (a plain dict, so launchers that pickle this module still can).
+_LAST_CHECKPOINT: dict[tuple[str, int], dict[str, Any]] = {}
 
 
 def resumed_data_settings(cfg: DictConfig) -> dict[str, Any]:
