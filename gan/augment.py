@@ -1,7 +1,7 @@
 """Differentiable augmentation for limited data (DiffAugment, Zhao et al. 2020), on flattened 32x32 images.
 
-The same random transformations are applied to real and generated images before the discriminator sees them, in
-the training step, so D cannot memorise a small training set while G still gets gradients through the
+Random transformations are applied to real and generated images before the discriminator sees them, in the
+training step (``GANModule.d_input``), so D cannot memorise a small training set while G still gets gradients through the
 transformation (every operation here is differentiable in the images). Policies:
 
 - ``translation``: shift each image by up to 1/8 of its side (4 pixels) in x and y, filling with background;
@@ -16,8 +16,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from gan.networks import IMAGE_SIZE
 
@@ -41,57 +39,61 @@ def parse_policy(policy: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
-def translate(images: torch.Tensor, ratio: float, fill: float) -> torch.Tensor:
-    """Shift each N x 1 x H x W image by its own random offset in [-ratio*H, ratio*H], filling with ``fill``."""
+def translate(images: torch.Tensor, shift: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Shift each N x 1 x H x W image by its own offset (``shift`` [2, N, 1, 1] rows/columns, integers), filling
+    what comes in from outside with ``fill`` (one value per image, [N, 1, 1, 1])."""
     n, _, h, w = images.shape
-    max_shift = int(h * ratio + 0.5)
-    shift = torch.randint(-max_shift, max_shift + 1, (2, n, 1, 1), device=images.device)
     rows = torch.arange(h, device=images.device).view(1, h, 1) + shift[0]
     cols = torch.arange(w, device=images.device).view(1, 1, w) + shift[1]
-    # Pad by one pixel of background and clamp indices into it: anything shifted in from outside reads the padding.
-    padded = F.pad(images, (1, 1, 1, 1), value=fill)
-    rows = (rows + 1).clamp(0, h + 1).expand(n, h, w)
-    cols = (cols + 1).clamp(0, w + 1).expand(n, h, w)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     batch = torch.arange(n, device=images.device).view(n, 1, 1).expand(n, h, w)
-    return padded[batch, 0, rows, cols].unsqueeze(1)
+    moved = images[batch, 0, rows.clamp(0, h - 1).expand(n, h, w), cols.clamp(0, w - 1).expand(n, h, w)]
+    return torch.where(inside.unsqueeze(1), moved.unsqueeze(1), fill)
 
 
-def cutout(images: torch.Tensor, ratio: float, fill: float) -> torch.Tensor:
-    """Set a (ratio*H) x (ratio*W) square at a random centre of each image to ``fill``."""
-    n, _, h, w = images.shape
+def cutout(images: torch.Tensor, centre: torch.Tensor, fill: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+    """Set a (ratio*H) x (ratio*W) square at each image's ``centre`` ([2, N, 1, 1]) to ``fill`` ([N, 1, 1, 1])."""
+    _, _, h, w = images.shape
     size = int(h * ratio + 0.5)
-    centre = torch.randint(0, h, (2, n, 1, 1), device=images.device)
     rows = torch.arange(h, device=images.device).view(1, h, 1)
     cols = torch.arange(w, device=images.device).view(1, 1, w)
     top, left = centre[0] - size // 2, centre[1] - size // 2
     inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
-    return torch.where(inside.unsqueeze(1), torch.full_like(images, fill), images)
+    return torch.where(inside.unsqueeze(1), fill, images)
 
 
-# policy -> (transformation, its ratio of the image side), as in DiffAugment
-AUGMENTATIONS: dict[str, tuple[Callable[[torch.Tensor, float, float], torch.Tensor], float]] = {
-    "translation": (translate, 1 / 8),
-    "cutout": (cutout, 1 / 2),
+def draw_translation(batch: int, side: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Offsets of up to 1/8 of the side (4 pixels) in each direction, [2, batch, 1, 1]."""
+    max_shift = int(side / 8 + 0.5)
+    return torch.randint(-max_shift, max_shift + 1, (2, batch, 1, 1), generator=generator, device=device)
+
+
+def draw_cutout(batch: int, side: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Centres of the blanked squares, anywhere in the image, [2, batch, 1, 1]."""
+    return torch.randint(0, side, (2, batch, 1, 1), generator=generator, device=device)
+
+
+# policy -> (how to draw its random parameters for a batch, the transformation given them)
+AUGMENTATIONS: dict[str, tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]] = {
+    "translation": (draw_translation, translate),
+    "cutout": (draw_cutout, cutout),
 }
 POLICIES = tuple(AUGMENTATIONS)
 
 
-class DiffAugment(nn.Module):
-    """The configured policies, in order, on N x 1024 images (reshaped to 32x32 and back)."""
+def diff_augment(
+    x: torch.Tensor, policy: Sequence[str], background: torch.Tensor, generators: Sequence[torch.Generator]
+) -> torch.Tensor:
+    """The policy's transformations, in order, on [n, B, 1024] images of n members.
 
-    def __init__(self, policy: str | Sequence[str] | None, background: float) -> None:
-        super().__init__()
-        self.policy = parse_policy(policy)
-        self.background = float(background)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.policy:
-            return x
-        images = x.view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
-        for name in self.policy:
-            transform, ratio = AUGMENTATIONS[name]
-            images = transform(images, ratio, self.background)
-        return images.reshape(x.shape)
-
-    def extra_repr(self) -> str:
-        return f"policy={','.join(self.policy) or 'none'}, background={self.background:g}"
+    Member i's random parameters come from ``generators[i]`` (all of one transformation's draws before the next
+    one's), and its background is ``background[i]``: a member is augmented the same whatever pack it is in.
+    """
+    members, batch = x.shape[:2]
+    images = x.reshape(members * batch, 1, IMAGE_SIZE, IMAGE_SIZE)
+    fill = background.to(x.dtype).repeat_interleave(batch).view(-1, 1, 1, 1)
+    for name in policy:
+        draw, transform = AUGMENTATIONS[name]
+        params = torch.cat([draw(batch, IMAGE_SIZE, g, x.device) for g in generators], dim=1)
+        images = transform(images, params, fill)
+    return images.reshape(x.shape)

@@ -1,13 +1,16 @@
-"""Training throughput of the real Lightning run against a plain-PyTorch loop doing the same work.
+"""Training throughput: a K-member pack, a single run, and a bare PyTorch loop of one model, in one process.
 
-    python -m gan.bench --data-root ../shared/mnist [--iters 1000 --warmup 100 --segment 50] [overrides ...]
+    python -m gan.bench --data-root ../shared/mnist [--members 27] [--iters 1000] [--device cpu|cuda] [overrides ...]
 
-Both sides use the same composed config (the defaults plus any Hydra overrides given), the same G, D, losses,
-Adam settings, batch size and in-memory MNIST tensor, on the CPU. The Lightning side is ``gan.train``'s own
-Trainer with its logger, sample-grid and last-checkpoint callbacks and progress bar; the reference is a bare loop.
-They run interleaved in one process: Lightning trains ``segment`` iterations, then a callback runs the reference
-for as many, and so on, so that both see the same machine state. The last line printed is one JSON object:
-{"lightning_img_s", "reference_img_s", "ratio", ...}.
+All sides use the composed config (the defaults plus any Hydra overrides given): the same G and D, losses, Adam
+settings, batch size and MNIST. The single run and the pack are ``gan.train``'s own Trainer (progress bar and
+callbacks, evaluation and diagnostics off, as in the steady state between them); the pack's members take seeds
+0..K-1 and cycle through the activation grid's hidden activations (``experiment=activation_grid``: 7 for G x 7 for
+D), so its per-member activation groups cost what a study's do. The reference is a plain eager loop over torch's
+own ``nn.Linear`` and ``torch.optim.Adam`` on one model. The measurements alternate in ``--rounds`` rounds (each
+timed after a warm-up) and the medians are reported: member-images per second (real images each member's D sees
+per second, summed over members), so K sequential single runs give the single run's rate, and the pack's ratio to
+it is what packing buys. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -18,20 +21,23 @@ import json
 import statistics
 import tempfile
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from gan.data import ShuffledBatches
-from gan.module import GANModule
-from gan.train import CONF_DIR, build_datamodule, build_model, build_trainer
+from gan.activations import build_activation
+from gan.losses import MemberLosses
+from gan.module import GANModule, member_hparams
+from gan.networks import IMAGE_DIM
+from gan.train import CONF_DIR, MemberPlan, build_datamodule, build_trainer, member_config
 
-
-# Stability switches the bare reference loop does not implement (it matches them only at GANModule's defaults).
+GRID_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
+# Stability switches the bare reference loop does not implement (it matches them only at their defaults).
 REFERENCE_SWITCHES = (
     "r1_weight", "d_spectral_norm", "g_norm", "d_norm", "label_smoothing", "instance_noise", "d_minibatch_std", "g_ema"
 )
@@ -41,13 +47,13 @@ class BenchConfigError(ValueError):
     """A configuration the reference loop cannot reproduce."""
 
 
-def check_reference_can_match(model: GANModule, augment: object) -> None:
+def check_reference_can_match(member: dict[str, Any]) -> None:
     """Refuse stability switches and penalised losses: the reference would skip their work and flatter itself."""
-    defaults = inspect.signature(GANModule.__init__).parameters
-    changed = [f"model.{k}={model.hparams[k]!r}" for k in REFERENCE_SWITCHES if model.hparams[k] != defaults[k].default]
-    if model.loss.gradient_penalty:
-        changed.append(f"model.loss={model.hparams.loss!r}")
-    if augment is not None:
+    defaults = inspect.signature(member_hparams).parameters
+    changed = [f"model.{k}={member[k]!r}" for k in REFERENCE_SWITCHES if member[k] != defaults[k].default]
+    if member["loss"] == "wgan-gp":
+        changed.append("model.loss='wgan-gp'")
+    if member["augment"]:
         changed.append("data.augment")
     if changed:
         raise BenchConfigError(
@@ -56,24 +62,45 @@ def check_reference_can_match(model: GANModule, augment: object) -> None:
         )
 
 
-class ReferenceLoop:
-    """GANModule.training_step's iteration written as a bare PyTorch loop, on its own copy of G, D and optimizers."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    def __init__(self, cfg: DictConfig, data: torch.Tensor) -> None:
-        model: GANModule = build_model(cfg)
-        self.G, self.D, self.loss = model.generator, model.discriminator, model.loss
-        self.opt_g, self.opt_d = model.configure_optimizers()
-        self.d_steps, self.latent_dim = model.hparams.d_steps, model.hparams.latent_dim
-        self.images_per_iteration = int(cfg.data.batch_size) * self.d_steps
-        self.batches = ShuffledBatches(data, self.images_per_iteration, torch.Generator().manual_seed(int(cfg.seed)))
-        self._iter = iter(self.batches)
+
+class ReferenceLoop:
+    """One GAN as a bare eager PyTorch loop: torch's nn.Linear layers and Adam, the images on the device, each
+    batch a gather by a shuffled index, noise drawn on the device."""
+
+    def __init__(self, member: dict[str, Any], images: torch.Tensor, batch_size: int, device: torch.device) -> None:
+        params = member["act_params"]
+
+        def mlp(sizes: Sequence[int], act: str, out_act: str) -> nn.Sequential:
+            layers: list[nn.Module] = []
+            for i in range(len(sizes) - 1):
+                layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+                name = act if i < len(sizes) - 2 else out_act
+                layers.append(build_activation(name, params.get(name)))
+            return nn.Sequential(*layers).to(device)
+
+        self.G = mlp([member["latent_dim"], *member["g_hidden"], IMAGE_DIM], member["g_act"], member["g_out_act"])
+        self.D = mlp([IMAGE_DIM, *member["d_hidden"], 1], member["d_act"], member["d_out_act"])
+        self.loss = MemberLosses([member["loss"]], [member["label_smoothing"]])
+        adam = {k: member["optimizer_g"][k] for k in ("lr", "betas")}
+        self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), **{k: member["optimizer_d"][k] for k in ("lr", "betas")})
+        self.d_steps, self.latent_dim, self.batch = member["d_steps"], member["latent_dim"], batch_size
+        self.images = images.to(device)
+        self.device = device
+        self.images_per_iteration = batch_size * self.d_steps
+        self._order = torch.randperm(len(self.images), device=device)
+        self._at = 0
 
     def _next_batch(self) -> torch.Tensor:
-        try:
-            return next(self._iter)
-        except StopIteration:
-            self._iter = iter(self.batches)
-            return next(self._iter)
+        if self._at + self.images_per_iteration > len(self._order):
+            self._order, self._at = torch.randperm(len(self.images), device=self.device), 0
+        idx = self._order[self._at : self._at + self.images_per_iteration]
+        self._at += self.images_per_iteration
+        return self.images[idx].float().mul_(2 / 255).sub_(1)
 
     def step(self) -> None:
         G, D, loss = self.G, self.D, self.loss
@@ -81,110 +108,148 @@ class ReferenceLoop:
         G.requires_grad_(False)
         for real in batch.chunk(self.d_steps):
             with torch.no_grad():
-                fake = G(torch.randn(real.shape[0], self.latent_dim))
-            d_loss = loss.d_loss(D(real), D(fake))
+                fake = G(torch.randn(real.shape[0], self.latent_dim, device=self.device))
+            d_loss = loss.d_loss(D(real).view(1, -1), D(fake).view(1, -1)).sum()
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
         G.requires_grad_(True)
         D.requires_grad_(False)
-        g_loss = loss.g_loss(D(G(torch.randn(real.shape[0], self.latent_dim))))
+        g_loss = loss.g_loss(D(G(torch.randn(self.batch, self.latent_dim, device=self.device))).view(1, -1)).sum()
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
         D.requires_grad_(True)
 
-
-class Interleaved(Callback):
-    """Times Lightning in segments of ``segment`` iterations and runs the reference for as many iterations
-    between segments, so both sides see the same machine state (a 2-core machine drifts by several percent)."""
-
-    def __init__(self, reference: ReferenceLoop, warmup: int, segment: int) -> None:
-        self.reference, self.warmup, self.segment = reference, warmup, segment
-        self.lightning_s = self.reference_s = 0.0
-        self.lightning_iters = self.reference_iters = 0
-        self.segment_ratios: list[float] = []  # per pair of neighbouring segments: lightning / reference speed
-        self._seen = 0
-        self._t0 = 0.0
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        self._seen += 1
-        if self._seen < self.warmup:
-            return
-        if self._seen == self.warmup:
-            for _ in range(self.segment):  # warm the reference up too
-                self.reference.step()
-        elif (self._seen - self.warmup) % self.segment == 0:
-            lightning_s = time.perf_counter() - self._t0
-            start = time.perf_counter()
-            for _ in range(self.segment):
-                self.reference.step()
-            reference_s = time.perf_counter() - start
-            self.lightning_s += lightning_s
-            self.reference_s += reference_s
-            self.lightning_iters += self.segment
-            self.reference_iters += self.segment
-            self.segment_ratios.append(reference_s / lightning_s)
-        else:
-            return
-        self._t0 = time.perf_counter()  # the next segment starts here: Lightning's work between batches counts
+    def time(self, warmup: int, iters: int) -> float:
+        """Seconds for ``iters`` iterations after ``warmup`` untimed ones."""
+        for _ in range(warmup):
+            self.step()
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(iters):
+            self.step()
+        _sync(self.device)
+        return time.perf_counter() - start
 
 
-def bench_config(data_root: str, run_dir: str, iterations: int, overrides: Sequence[str]) -> DictConfig:
+class Timer(Callback):
+    """Seconds from the end of batch ``warmup`` to the end of the last batch (synchronizing a GPU at both)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.seen, self.start, self.seconds = warmup, 0, 0.0, 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.seen += 1
+        if self.seen == self.warmup:
+            _sync(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _sync(pl_module.device)
+        self.seconds = time.perf_counter() - self.start
+
+
+def bench_config(data_root: str, run_dir: str, accelerator: str, overrides: Sequence[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(
             "train",
             overrides=[
                 f"data.root={data_root}",
                 f"run_dir={run_dir}",
-                f"trainer.max_steps={iterations}",
                 "trainer.max_epochs=-1",
-                "trainer.accelerator=cpu",
+                f"trainer.accelerator={accelerator}",
                 "trainer.enable_model_summary=false",
+                "trainer.enable_checkpointing=false",
                 "eval.enabled=false",  # evaluation and diagnostics run outside the timed steady state
                 "diag.enabled=false",
+                "~logger",
                 *overrides,
             ],
         )
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+def pack_members(member: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """``count`` members: seeds 0..count-1, hidden activations cycling over the activation grid's 7 x 7."""
+    out = []
+    for k in range(count):
+        g, d = divmod(k, len(GRID_ACTIVATIONS))
+        changed = {"seed": k, "fixed_noise_seed": k}
+        if count > 1:
+            changed.update(g_act=GRID_ACTIVATIONS[g % len(GRID_ACTIVATIONS)], d_act=GRID_ACTIVATIONS[d])
+        out.append({**member, **changed})
+    return out
+
+
+def time_lightning(cfg: DictConfig, members: list[dict[str, Any]], warmup: int, iters: int) -> float:
+    """Seconds for ``iters`` iterations of ``gan.train``'s Trainer on a population of ``members``."""
+    L.seed_everything(0, verbose=False)
+    module = GANModule(members=members)
+    plans = [MemberPlan("bench", str(cfg.run_dir), {"data": {"seed": m["seed"]}}, m) for m in members]
+    datamodule = build_datamodule(cfg, module, plans)
+    with_steps = OmegaConf.merge(cfg, {"trainer": {"max_steps": warmup + iters}})
+    trainer = build_trainer(with_steps, module.shared["d_steps"])
+    timer = Timer(warmup)
+    trainer.callbacks.append(timer)
+    trainer.fit(module, datamodule=datamodule)
+    return timer.seconds
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default="data", help="folder holding MNIST/raw/ (default: data)")
-    parser.add_argument("--warmup", type=int, default=100, help="untimed iterations before timing")
-    parser.add_argument("--iters", type=int, default=1000, help="timed iterations of each side")
-    parser.add_argument("--segment", type=int, default=50, help="iterations per alternating timed segment")
+    parser.add_argument("--members", type=int, default=27, help="members of the pack (default 27)")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed iterations before each timing")
+    parser.add_argument("--iters", type=int, default=500, help="timed iterations of the single run and reference")
+    parser.add_argument("--pack-iters", type=int, default=None, help="timed pack iterations (default: iters/members, >= 20)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds (medians reported)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.batch_size=128")
     args = parser.parse_args(argv)
-    segments = max(1, args.iters // args.segment)
+    if args.members < 1 or args.iters < 1 or args.rounds < 1 or args.warmup < 1:
+        parser.error("--members, --iters, --rounds and --warmup must be positive")
+    device = torch.device(args.device)
+    pack_iters = args.pack_iters or max(20, args.iters // args.members)
 
     with tempfile.TemporaryDirectory(prefix="gan-bench-") as tmp:
-        cfg = bench_config(args.data_root, tmp, args.warmup + segments * args.segment, args.overrides)
-        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        model = build_model(cfg)
-        datamodule = build_datamodule(cfg, model)
-        check_reference_can_match(model, datamodule.augment)
-        reference = ReferenceLoop(cfg, datamodule.train_images)
-        timer = Interleaved(reference, args.warmup, args.segment)
-        trainer = build_trainer(cfg, model.hparams.d_steps)
-        trainer.callbacks.append(timer)
-        trainer.fit(model, datamodule=datamodule)
-
-    images = reference.images_per_iteration
-    lit = timer.lightning_iters * images / timer.lightning_s
-    ref = timer.reference_iters * images / timer.reference_s
+        cfg = bench_config(args.data_root, tmp, "gpu" if device.type == "cuda" else "cpu", args.overrides)
+        torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
+        member = member_config(OmegaConf.merge(cfg, {"seed": 0}))
+        check_reference_can_match(member)
+        module = GANModule(members=[member])
+        data = build_datamodule(cfg, module, [MemberPlan("bench", tmp, {"data": {"seed": 0}}, member)])
+        reference = ReferenceLoop(member, data.train_bytes, int(cfg.data.batch_size), device)
+        images = reference.images_per_iteration
+        rates: dict[str, list[float]] = {"reference": [], "single": [], "pack": []}
+        for _ in range(args.rounds):
+            rates["reference"].append(args.iters * images / reference.time(args.warmup, args.iters))
+            rates["single"].append(args.iters * images / time_lightning(cfg, [member], args.warmup, args.iters))
+            pack_s = time_lightning(cfg, pack_members(member, args.members), args.warmup, pack_iters)
+            rates["pack"].append(pack_iters * images * args.members / pack_s)
+    median = {k: statistics.median(v) for k, v in rates.items()}
     summary = {
-        "lightning_img_s": round(lit, 1),
-        "reference_img_s": round(ref, 1),
-        "ratio": round(lit / ref, 3),
-        # robust to bursts of load from elsewhere: the median over the interleaved segment pairs
-        "median_segment_ratio": round(statistics.median(timer.segment_ratios), 3),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "members": args.members,
         "batch_size": int(cfg.data.batch_size),
-        "d_steps": model.hparams.d_steps,
-        "timed_iterations_each": timer.lightning_iters,
-        "segment": args.segment,
-        "torch_threads": torch.get_num_threads(),
+        "reference_img_s": round(median["reference"], 1),
+        "single_img_s": round(median["single"], 1),
+        "sequential_member_img_s": round(median["single"], 1),
+        "pack_member_img_s": round(median["pack"], 1),
+        "single_vs_reference": round(median["single"] / median["reference"], 3),
+        "pack_vs_sequential": round(median["pack"] / median["single"], 2),
+        "pack_vs_reference": round(median["pack"] / median["reference"], 2),
+        "single_it_s": round(median["single"] / images, 1),
+        "pack_it_s": round(median["pack"] / images / args.members, 2),
+        "rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+        "timed_iterations": {"reference": args.iters, "single": args.iters, "pack": pack_iters},
+        "float32_matmul_precision": str(cfg.get("float32_matmul_precision", "highest")),
     }
+    print(
+        f"{summary['device']}: bare loop {summary['reference_img_s']:.0f} img/s; single run "
+        f"{summary['single_img_s']:.0f} img/s ({summary['single_vs_reference']:.2f} of the bare loop; K sequential "
+        f"runs: the same per member); pack of {args.members}: {summary['pack_member_img_s']:.0f} member-img/s "
+        f"({summary['pack_vs_sequential']:.1f}x sequential runs, {summary['pack_it_s']} it/s)"
+    )
     print(json.dumps(summary))
     return summary
 

@@ -1,72 +1,137 @@
-"""Callbacks that make each run directory self-explaining: sample grids and an always-fresh last checkpoint."""
+"""Callbacks that make each member's run directory self-explaining: sample grids, scalars, member checkpoints.
+
+A training pack holds K members, each with its own run directory (``gan.results.MemberRun``); these callbacks
+write into every member's folder what a run alone writes there. ``gan.train`` binds them to the pack's members
+(``bind``) when it builds the Trainer.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Sequence
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from torchvision.utils import make_grid, save_image
 
+from gan.packing import member_checkpoint
+from gan.results import MemberRun
 
-def save_checkpoint_atomic(trainer: L.Trainer, path: Path) -> None:
-    """Write the checkpoint beside ``path`` and rename it: a crash never leaves a broken file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    trainer.save_checkpoint(tmp, weights_only=False)
-    if trainer.is_global_zero:
+
+class MemberCallback(Callback):
+    """A callback that writes per member: ``runs`` are the pack's members, set by ``bind``."""
+
+    runs: Sequence[MemberRun] = ()
+
+    def bind(self, runs: Sequence[MemberRun]) -> None:
+        self.runs = list(runs)
+
+    def live(self, pl_module: L.LightningModule) -> list[MemberRun]:
+        """The members still training (a diverged member's folder keeps what it had when it diverged)."""
+        return [run for run in self.runs if pl_module.alive[run.index]]
+
+
+def save_member_checkpoints(trainer: L.Trainer, runs: Sequence[MemberRun], relative_path: str) -> None:
+    """Each member's own checkpoint (``gan.packing.member_checkpoint`` of the pack's), written beside its path and
+    renamed: a crash never leaves a broken file behind."""
+    if not runs:
+        return
+    pack = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+    for run in runs:
+        path = run.run_dir / relative_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(member_checkpoint(pack, run.index), tmp)
         os.replace(tmp, path)
 
 
-class SampleGrid(Callback):
-    """Each ``every_n_epochs`` epochs: G(fixed noise) as an image in TensorBoard and a PNG in ``dirpath``.
+class MemberScalars(MemberCallback):
+    """Each member's training scalars (losses, D(x), D(G(z)), penalties) into its own loggers on logging steps,
+    and each divergence into its results.json the moment it is found."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        table = pl_module.step_metrics
+        if table:
+            step = pl_module.iteration - 1  # the iteration these values belong to (counted from 0)
+            for run in self.runs:
+                values = {tag: v[run.index] for tag, v in table.items() if v[run.index] is not None}
+                if run.index not in pl_module.divergence or pl_module.divergence[run.index][0] == pl_module.iteration:
+                    run.log_metrics(values, step)
+            pl_module.step_metrics = {}
+        for run in self.runs:
+            found = pl_module.divergence.get(run.index)
+            if found is not None and run.record.data["status"] == "running":
+                run.record.finish("diverged", found[0], found[1])
+
+
+class SampleGrid(MemberCallback):
+    """Each ``every_n_epochs`` epochs: G(fixed noise) of every member as an image in its TensorBoard and a PNG in
+    its ``dirname`` folder.
 
     The noise is the module's ``fixed_noise`` buffer, the same z all run long, so the grids show how one set of
     latent points evolves (and collapse shows as rows of identical digits).
     """
 
-    def __init__(self, dirpath: str, every_n_epochs: int = 1, nrow: int = 8) -> None:
-        self.dirpath = Path(dirpath)
+    def __init__(self, dirname: str = "samples", every_n_epochs: int = 1, nrow: int = 8) -> None:
+        self.dirname = dirname
         self.every_n_epochs = int(every_n_epochs)
         self.nrow = int(nrow)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs < 1 or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        self.dirpath.mkdir(parents=True, exist_ok=True)
+        live = self.live(pl_module)
         # With a weight average (model.g_ema) the main grid is the average's; the trained G's goes beside it.
         for suffix, ema in pl_module.sampler_variants():
-            images = pl_module.to_unit_images(pl_module.sample(pl_module.fixed_noise, ema=ema)).cpu()
-            grid = make_grid(images, nrow=self.nrow, padding=2, pad_value=0.5)
-            for logger in trainer.loggers:
-                if hasattr(logger.experiment, "add_image"):
-                    logger.experiment.add_image(f"samples/fixed_noise{suffix}", grid, global_step=pl_module.iteration)
-            # Lightning's epoch numbering, from 0
-            save_image(grid, self.dirpath / f"epoch{trainer.current_epoch:04d}{suffix}.png")
+            samples = pl_module.sample(pl_module.fixed_noise, ema=ema).cpu()
+            for run in live:
+                images = pl_module.to_unit_images(samples[run.index], run.index)
+                grid = make_grid(images, nrow=self.nrow, padding=2, pad_value=0.5)
+                for experiment in run.experiments("add_image"):
+                    experiment.add_image(f"samples/fixed_noise{suffix}", grid, global_step=pl_module.iteration)
+                folder = run.run_dir / self.dirname
+                folder.mkdir(parents=True, exist_ok=True)
+                # Lightning's epoch numbering, from 0
+                save_image(grid, folder / f"epoch{trainer.current_epoch:04d}{suffix}.png")
 
 
-class LastCheckpoint(Checkpoint):
-    """``last.ckpt`` rewritten at every epoch end (and when training stops mid-epoch), atomically.
+class LastCheckpoint(MemberCallback, Checkpoint):
+    """``checkpoints/last.ckpt`` of every training member, rewritten every ``every_n_epochs`` epochs (and when
+    training stops), atomically.
 
-    Lightning's ModelCheckpoint only refreshes ``last`` when it also saves a periodic checkpoint; this one does
-    not depend on the period. The file is written beside and renamed, so a crash never leaves a broken ``last``.
-    Being a ``Checkpoint``, it also stops Lightning from adding its default ModelCheckpoint.
+    Each member's file is its own checkpoint, the one a run alone would write. Being a ``Checkpoint``, this also
+    stops Lightning from adding its default ModelCheckpoint. A diverged member keeps its last good checkpoint.
     """
 
-    def __init__(self, dirpath: str, filename: str = "last.ckpt") -> None:
-        self.path = Path(dirpath) / filename
+    def __init__(self, dirname: str = "checkpoints", filename: str = "last.ckpt", every_n_epochs: int = 1) -> None:
+        self.relative_path = str(Path(dirname) / filename)
+        self.every_n_epochs = int(every_n_epochs)
         self._saved_at_step = -1
 
-    def _save(self, trainer: L.Trainer) -> None:
+    def _save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == self._saved_at_step or trainer.sanity_checking:
             return
-        save_checkpoint_atomic(trainer, self.path)
+        save_member_checkpoints(trainer, self.live(pl_module), self.relative_path)
         self._saved_at_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)
+        if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._save(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save(trainer)
+        self._save(trainer, pl_module)
 
+
+class PeriodicCheckpoint(MemberCallback, Checkpoint):
+    """``checkpoints/epochNNNN.ckpt`` of every training member every ``every_n_epochs`` epochs, all kept."""
+
+    def __init__(self, dirname: str = "checkpoints", every_n_epochs: int = 5) -> None:
+        self.dirname = dirname
+        self.every_n_epochs = int(every_n_epochs)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            name = f"epoch{trainer.current_epoch:04d}.ckpt"
+            save_member_checkpoints(trainer, self.live(pl_module), str(Path(self.dirname) / name))

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from gan.augment import DiffAugment
+from gan.augment import parse_policy
 from gan.networks import IMAGE_SIZE
 
 SPLIT_FILES: dict[str, tuple[str, str]] = {
@@ -123,12 +123,21 @@ def load_split(root: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor
     return images, labels.long()
 
 
+def padded_bytes(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N x 28 x 28 -> uint8 N x 1024: padded with background (0) to 32x32 and flattened."""
+    pad = (IMAGE_SIZE - MNIST_SIDE) // 2
+    return F.pad(images, (pad, pad, pad, pad)).reshape(len(images), -1)
+
+
+def scale_bytes(images: torch.Tensor, value_range: Sequence[float]) -> torch.Tensor:
+    """uint8 pixels -> float32 in ``value_range`` (0 -> low end, 255 -> high end)."""
+    lo, hi = float(value_range[0]), float(value_range[1])
+    return images.float().mul_((hi - lo) / 255.0).add_(lo)
+
+
 def to_flat_images(images: torch.Tensor, value_range: Sequence[float]) -> torch.Tensor:
     """uint8 N x 28 x 28 -> float32 N x 1024: padded with background to 32x32, scaled to ``value_range``."""
-    lo, hi = float(value_range[0]), float(value_range[1])
-    pad = (IMAGE_SIZE - MNIST_SIDE) // 2
-    padded = F.pad(images, (pad, pad, pad, pad))
-    return padded.reshape(len(images), -1).float().mul_((hi - lo) / 255.0).add_(lo)
+    return scale_bytes(padded_bytes(images), value_range)
 
 
 def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
@@ -152,38 +161,56 @@ def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     return torch.cat(picked).sort().values
 
 
-class ShuffledBatches:
-    """Shuffled, full batches sliced from an in-memory tensor: one index op per batch, no per-item collation.
+class PackedBatches:
+    """Each member's shuffled batches of an in-memory image set, as indices: per step a [K, batch] index tensor.
 
-    ``num_batches`` larger than one pass gives consecutive passes, each in a fresh order (a small training subset
-    then serves as many batches per epoch as the full data set would).
+    Member k's order comes from its own generator (``data.seed``), so it sees the batches it would see alone.
+    An epoch's whole plan ([steps, K, batch] indices) is drawn when the epoch starts; each step yields
+    ``(plan, step)`` and the data module's ``transfer_batch_to_device`` gathers the images on the training device
+    (the plan moves there once per epoch: no per-step host transfer). ``num_batches`` larger than one pass gives
+    consecutive passes, each in a fresh order (a small training subset then serves as many batches per epoch as
+    the full data set would).
     """
 
     def __init__(
-        self, data: torch.Tensor, batch_size: int, generator: torch.Generator, num_batches: int | None = None
+        self, num_images: int, batch_size: int, generators: Sequence[torch.Generator], num_batches: int | None = None
     ) -> None:
-        self.data = data
-        self.batch_size = batch_size
-        self.generator = generator
-        self.num_batches = len(data) // batch_size if num_batches is None else int(num_batches)
+        self.num_images = int(num_images)
+        self.batch_size = int(batch_size)
+        self.generators = list(generators)
+        self.num_batches = self.num_images // batch_size if num_batches is None else int(num_batches)
 
     def __len__(self) -> int:
         return self.num_batches
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        passes = max(1, math.ceil(self.num_batches * self.batch_size / len(self.data)))
-        order = torch.cat([torch.randperm(len(self.data), generator=self.generator) for _ in range(passes)])
+    def epoch_plan(self) -> torch.Tensor:
+        """[steps, K, batch] image indices of one epoch, each member's from its own generator."""
+        passes = max(1, math.ceil(self.num_batches * self.batch_size / self.num_images))
+        used = self.num_batches * self.batch_size
+        orders = [
+            torch.cat([torch.randperm(self.num_images, generator=g) for _ in range(passes)])[:used]
+            for g in self.generators
+        ]
+        return torch.stack(orders).view(len(orders), self.num_batches, self.batch_size).transpose(0, 1).contiguous()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        plan = self.epoch_plan()
         for i in range(self.num_batches):
-            yield self.data[order[i * self.batch_size : (i + 1) * self.batch_size]]
+            yield plan, i
 
 
 class MNISTDataModule(L.LightningDataModule):
     """Train split (or a class-balanced subset of it) for training; the test split (``test_images``) for evaluation.
 
+    Serves a population: ``seed`` and ``value_range`` may be given per member (lists), and each training batch is
+    [K, batch_size x d_steps, 1024], member k's real images in its own shuffle order and its own data range (the
+    range of its generator's output activation). The images are kept once, as bytes, on the training device.
+
     An epoch is always one full training split's worth of batches (60,000 images): with ``train_size`` N it is
     about 60,000 / N passes over the subset, so limited-data runs keep the budget and the per-epoch logging,
-    evaluation and checkpoint cadence of full-data runs. ``augment`` names the DiffAugment policy that the
-    training step applies to everything D sees (``self.augment``, in the data range's background).
+    evaluation and checkpoint cadence of full-data runs. ``augment`` (DiffAugment) is a per-member setting of the
+    model; it is accepted here, so that ``data.augment`` reads as the data setting it is, and recorded with the
+    training subset.
     """
 
     def __init__(
@@ -191,20 +218,26 @@ class MNISTDataModule(L.LightningDataModule):
         root: str = "data",
         batch_size: int = 64,
         download: bool = True,
-        seed: int = 0,
-        value_range: Sequence[float] = (-1.0, 1.0),
+        seed: int | Sequence[int] = 0,
+        value_range: Sequence[float] | Sequence[Sequence[float]] = (-1.0, 1.0),
         batches_per_iteration: int = 1,
         train_size: int | None = None,
         subset_seed: int = 0,
         augment: str | Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        if int(batch_size) < 1:
+        if not isinstance(batch_size, int) or int(batch_size) < 1:
             raise ValueError(f"data.batch_size must be a positive integer, got {batch_size!r}.")
         self.root = root
         self.batch_size = int(batch_size)
         self.download = bool(download)
-        self.value_range = (float(value_range[0]), float(value_range[1]))
+        seeds = [int(seed)] if isinstance(seed, (int, str)) else [int(s) for s in seed]
+        ranges = [value_range] if isinstance(value_range[0], (int, float)) else list(value_range)
+        if len(ranges) == 1 and len(seeds) > 1:
+            ranges = ranges * len(seeds)
+        if len(ranges) != len(seeds):
+            raise ValueError(f"{len(seeds)} member seeds but {len(ranges)} value ranges")
+        self.value_ranges = [(float(lo), float(hi)) for lo, hi in ranges]
         # With model.d_steps = k each iteration needs k real batches: one for each discriminator update.
         self.batches_per_iteration = int(batches_per_iteration)
         if train_size is not None and int(train_size) < self.batch_size * self.batches_per_iteration:
@@ -215,19 +248,26 @@ class MNISTDataModule(L.LightningDataModule):
             )
         self.train_size = None if train_size is None else int(train_size)
         self.subset_seed = int(subset_seed)
-        augmentation = DiffAugment(augment, background=self.value_range[0])
-        self.augment: DiffAugment | None = augmentation if augmentation.policy else None
-        self.shuffle_generator = torch.Generator().manual_seed(int(seed))
-        self.train_images: torch.Tensor | None = None
+        self.augment = list(parse_policy(augment))
+        self.shuffle_generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.train_bytes: torch.Tensor | None = None  # N x 1024 uint8, padded
         self.train_labels: torch.Tensor | None = None
         self.batches_per_epoch = 0
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._on_device: dict[str, Any] = {}
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The data range of a population of one."""
+        if len(self.value_ranges) != 1:
+            raise ValueError("a pack has one value range per member: use value_ranges")
+        return self.value_ranges[0]
 
     def prepare_data(self) -> None:
         ensure_mnist(self.root, self.download)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_images is None:
+        if self.train_bytes is None:
             images, labels = load_split(self.root, "train")
             self.batches_per_epoch = len(images) // (self.batch_size * self.batches_per_iteration)
             if self.train_size is not None and self.train_size > len(images):
@@ -239,34 +279,56 @@ class MNISTDataModule(L.LightningDataModule):
                 keep = balanced_subset(labels, self.train_size, self.subset_seed)
                 images, labels = images[keep], labels[keep]
             self.train_labels = labels
-            self.train_images = to_flat_images(images, self.value_range)
+            self.train_bytes = padded_bytes(images)
 
-    def train_dataloader(self) -> ShuffledBatches:
+    @property
+    def train_images(self) -> torch.Tensor:
+        """The training images as float32 N x 1024 in the (first) member's data range."""
         self.setup("fit")
-        return ShuffledBatches(
-            self.train_images,
+        return scale_bytes(self.train_bytes, self.value_ranges[0])
+
+    def train_dataloader(self) -> PackedBatches:
+        self.setup("fit")
+        return PackedBatches(
+            len(self.train_bytes),
             self.batch_size * self.batches_per_iteration,
-            self.shuffle_generator,
+            self.shuffle_generators,
             num_batches=self.batches_per_epoch,
         )
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> torch.Tensor:
+        """``(epoch plan, step)`` -> the step's real images [K, B, 1024] on ``device``, each member's in its range.
+
+        The images (bytes) go to the device once, the epoch's plan once per epoch; each step is one gather.
+        """
+        plan, step = batch
+        cache = self._on_device
+        if cache.get("device") != device:
+            cache.clear()
+            cache.update(device=device, images=self.train_bytes.to(device))
+            lows = torch.tensor([lo for lo, _ in self.value_ranges], device=device).view(-1, 1, 1)
+            scales = torch.tensor([(hi - lo) / 255.0 for lo, hi in self.value_ranges], device=device).view(-1, 1, 1)
+            cache.update(lows=lows, scales=scales)
+        if cache.get("plan_source") is not plan:
+            cache.update(plan_source=plan, plan=plan.to(device, non_blocking=True))
+        real = cache["images"][cache["plan"][step]]  # [K, B, 1024] uint8
+        return real.float().mul_(cache["scales"]).add_(cache["lows"])
+
     def test_images(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The 10k test split (N x 1024 in the data range, labels), decoded once."""
+        """The 10k test split (N x 1024 in the (first) member's data range, labels), decoded once."""
         if self._test is None:
             images, labels = load_split(self.root, "test")
-            self._test = (to_flat_images(images, self.value_range), labels)
+            self._test = (to_flat_images(images, self.value_ranges[0]), labels)
         return self._test
 
     def state_dict(self) -> dict[str, Any]:
-        """The shuffle RNG, so that a resumed run sees the batches an uninterrupted one would have seen, and the
-        training subset and augmentation, so that it trains on the same data (``gan.train`` reads them back)."""
-        subset = {
-            "train_size": self.train_size,
-            "subset_seed": self.subset_seed,
-            "augment": list(self.augment.policy) if self.augment is not None else [],
-        }
-        return {"shuffle_rng": self.shuffle_generator.get_state(), "subset": subset}
+        """Each member's shuffle RNG, so that a resumed run sees the batches an uninterrupted one would have seen,
+        and the training subset, so that it trains on the same data (``gan.train`` reads it back)."""
+        subset = {"train_size": self.train_size, "subset_seed": self.subset_seed}
+        return {"shuffle_rng": [g.get_state() for g in self.shuffle_generators], "subset": subset}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "shuffle_rng" in state_dict:
-            self.shuffle_generator.set_state(state_dict["shuffle_rng"])
+        states = state_dict.get("shuffle_rng")
+        if states is not None:
+            for gen, state in zip(self.shuffle_generators, states):
+                gen.set_state(state)

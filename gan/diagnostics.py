@@ -1,7 +1,8 @@
 """What each activation does inside G and D while they train: dead units, saturation, statistics, gradients.
 
 Every ``diag.every_n_steps`` iterations (only then: hooks are attached for one extra no-grad forward pass and
-removed again, so other iterations pay nothing) and for every hidden layer K of each network:
+removed again, so other iterations pay nothing), for each member of the pack into its own logs, and for every
+hidden layer K of each network:
 
 - ``diag/{G,D}/layerK/dead``: share of units whose output is ~0 (|y| <= ``dead_threshold``) for the whole batch;
 - ``diag/{G,D}/layerK/saturated``: share of outputs within ``saturation_margin`` of a finite bound of the
@@ -11,23 +12,25 @@ removed again, so other iterations pay nothing) and for every hidden layer K of 
 - ``grad_norm``: L2 norm of the layer's weight and bias gradients from the latest update of that network;
 - histograms ``diag/{G,D}/layerK/pre`` and ``.../act`` (``diag.histograms``).
 
-G is probed on fresh noise from its own seeded generator (the training's random stream is untouched), D on the
+G is probed on fresh noise from each member's own seeded generator (the training's random stream is untouched), D on the
 current real batch together with as many fakes. A probe leaves no trace on training: the networks' buffers
 (batch-norm running statistics, spectral norm's power-iteration vectors) are restored after it.
 """
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from gan.activations import output_bounds
+from gan.callbacks import MemberCallback
+from gan.population import member_generators
+
+DIAGNOSTICS_STREAM = 3  # salt of each member's probe-noise stream
 
 
 def hidden_layers(net: nn.Sequential) -> list[tuple[int, nn.Linear, nn.Module]]:
@@ -43,25 +46,24 @@ def hidden_layers(net: nn.Sequential) -> list[tuple[int, nn.Linear, nn.Module]]:
 def layer_stats(
     pre: torch.Tensor,
     act: torch.Tensor,
-    bounds: tuple[float, float],
+    bounds: Sequence[tuple[float, float]],
     dead_threshold: float = 1e-6,
     saturation_margin: float = 0.01,
-) -> dict[str, float]:
-    """Dead and saturated shares and moments of one layer's pre-activations (B x units) and activations."""
-    lo, hi = bounds
-    scale = (hi - lo) if math.isfinite(lo) and math.isfinite(hi) else 1.0
-    near = torch.zeros_like(act, dtype=torch.bool)
-    if math.isfinite(lo):
-        near |= act <= lo + saturation_margin * scale
-    if math.isfinite(hi):
-        near |= act >= hi - saturation_margin * scale
+) -> dict[str, torch.Tensor]:
+    """Dead and saturated shares and moments of one layer's pre-activations and activations, [K, B, units], for
+    each of the K members (whose activations have the output ``bounds``): each statistic a [K] tensor."""
+    lo = torch.tensor([b[0] for b in bounds], dtype=act.dtype, device=act.device).view(-1, 1, 1)
+    hi = torch.tensor([b[1] for b in bounds], dtype=act.dtype, device=act.device).view(-1, 1, 1)
+    finite = torch.isfinite(lo) & torch.isfinite(hi)
+    scale = torch.where(finite, hi - lo, torch.ones_like(lo))
+    near = (act <= lo + saturation_margin * scale) | (act >= hi - saturation_margin * scale)
     return {
-        "dead": (act.abs() <= dead_threshold).all(0).float().mean().item(),
-        "saturated": near.float().mean().item(),
-        "pre_mean": pre.mean().item(),
-        "pre_std": pre.std().item(),
-        "act_mean": act.mean().item(),
-        "act_std": act.std().item(),
+        "dead": (act.abs() <= dead_threshold).all(1).float().mean(1),
+        "saturated": near.float().mean((1, 2)),
+        "pre_mean": pre.mean((1, 2)),
+        "pre_std": pre.flatten(1).std(1),
+        "act_mean": act.mean((1, 2)),
+        "act_std": act.flatten(1).std(1),
     }
 
 
@@ -69,12 +71,13 @@ def layer_stats(
 def probe(
     net: nn.Sequential,
     x: torch.Tensor,
-    act_name: str,
-    act_params: Mapping[str, Any] | None,
+    act_names: Sequence[str],
+    act_params: Sequence[Mapping[str, Any] | None],
     dead_threshold: float = 1e-6,
     saturation_margin: float = 0.01,
 ) -> dict[int, dict[str, Any]]:
-    """One forward pass of ``net`` on ``x`` with hooks: per hidden layer K its stats and raw tensors."""
+    """One forward pass of ``net`` on ``x`` [K, B, in] with hooks: per hidden layer its per-member stats ([K]
+    tensors) and raw [K, B, units] tensors. Member k's activation is ``act_names[k]``."""
     captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     handles = []
     for k, _, act in hidden_layers(net):
@@ -84,7 +87,7 @@ def probe(
     finally:
         for handle in handles:
             handle.remove()
-    bounds = output_bounds(act_name, act_params)
+    bounds = [output_bounds(name, params) for name, params in zip(act_names, act_params)]
     return {
         k: {"stats": layer_stats(pre, out, bounds, dead_threshold, saturation_margin), "pre": pre, "act": out}
         for k, (pre, out) in captured.items()
@@ -104,17 +107,18 @@ def buffers_restored(*modules: nn.Module) -> Iterator[None]:
                 buf.copy_(value)
 
 
-def grad_norms(net: nn.Sequential) -> dict[int, float]:
-    """L2 norm of each hidden and output linear layer's gradients (0 where none yet)."""
+def grad_norms(net: nn.Sequential) -> dict[int, torch.Tensor]:
+    """L2 norm of each hidden linear layer's gradients per member, [K] (0 where none yet)."""
     norms = {}
     for k, linear, _ in hidden_layers(net):
-        grads = [p.grad for p in linear.parameters() if p.grad is not None]
-        norms[k] = math.sqrt(sum(g.float().pow(2).sum().item() for g in grads)) if grads else 0.0
+        squares = [p.grad.float().pow(2).flatten(1).sum(1) for p in linear.parameters() if p.grad is not None]
+        norms[k] = torch.stack(squares).sum(0).sqrt() if squares else torch.zeros(linear.weight.shape[0])
     return norms
 
 
-class ActivationDiagnostics(Callback):
-    """Logs the per-layer diagnostics above every ``every_n_steps`` iterations."""
+class ActivationDiagnostics(MemberCallback):
+    """Logs the per-layer diagnostics above every ``every_n_steps`` iterations, for each member into its own
+    loggers (its probe noise from its own seed)."""
 
     def __init__(
         self,
@@ -123,14 +127,13 @@ class ActivationDiagnostics(Callback):
         histograms: bool = True,
         dead_threshold: float = 1e-6,
         saturation_margin: float = 0.01,
-        seed: int = 0,
     ) -> None:
         self.enabled = bool(enabled)
         self.every_n_steps = int(every_n_steps)
         self.histograms = bool(histograms)
         self.dead_threshold = float(dead_threshold)
         self.saturation_margin = float(saturation_margin)
-        self.noise = torch.Generator().manual_seed(int(seed))
+        self.noise: list[torch.Generator] | None = None
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: torch.Tensor, batch_idx: int
@@ -138,31 +141,36 @@ class ActivationDiagnostics(Callback):
         iteration = pl_module.iteration
         if not self.enabled or self.every_n_steps < 1 or iteration % self.every_n_steps:
             return
-        hp = pl_module.hparams
-        real = batch[: len(batch) // hp.d_steps]
-        z = torch.randn(len(real), hp.latent_dim, generator=self.noise).to(real.device)
+        hp = pl_module.member_hparams
+        if self.noise is None:
+            self.noise = member_generators([m["seed"] for m in hp], DIAGNOSTICS_STREAM)
+        real = batch[:, : batch.shape[1] // pl_module.shared["d_steps"]]
+        size, latent = real.shape[1], pl_module.shared["latent_dim"]
+        z = torch.stack([torch.randn(size, latent, generator=g) for g in self.noise]).to(real.device)
         with torch.no_grad(), buffers_restored(pl_module.generator):
             fake = pl_module.generator(z)
-        d_input = torch.cat([real, fake.to(real.dtype)])
+        d_input = torch.cat([real, fake.to(real.dtype)], dim=1)
+        params = [m["act_params"] for m in hp]
         nets = {
-            "G": (pl_module.generator.net, z, hp.g_act),
-            "D": (pl_module.discriminator.net, d_input, hp.d_act),
+            "G": (pl_module.generator.net, z, [m["g_act"] for m in hp]),
+            "D": (pl_module.discriminator.net, d_input, [m["d_act"] for m in hp]),
         }
-        scalars: dict[str, float] = {}
-        for tag, (net, x, act_name) in nets.items():
+        live = self.live(pl_module)
+        scalars: dict[int, dict[str, float]] = {run.index: {} for run in live}
+        for tag, (net, x, names) in nets.items():
             with buffers_restored(net):
-                layers = probe(
-                    net, x, act_name, hp.act_params.get(act_name), self.dead_threshold, self.saturation_margin
-                )
+                layers = probe(net, x, names, [p.get(n) for p, n in zip(params, names)],
+                               self.dead_threshold, self.saturation_margin)
             norms = grad_norms(net)
             for k, found in layers.items():
                 prefix = f"diag/{tag}/layer{k}"
-                scalars.update({f"{prefix}/{name}": value for name, value in found["stats"].items()})
-                scalars[f"{prefix}/grad_norm"] = norms[k]
-                if self.histograms:
-                    for logger in trainer.loggers:
-                        if hasattr(logger.experiment, "add_histogram"):
-                            logger.experiment.add_histogram(f"{prefix}/pre", found["pre"].float().cpu(), iteration)
-                            logger.experiment.add_histogram(f"{prefix}/act", found["act"].float().cpu(), iteration)
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=iteration)
+                table = {name: values.tolist() for name, values in found["stats"].items()}
+                table["grad_norm"] = norms[k].tolist()
+                for run in live:
+                    scalars[run.index].update({f"{prefix}/{name}": v[run.index] for name, v in table.items()})
+                    if self.histograms:
+                        for experiment in run.experiments("add_histogram"):
+                            experiment.add_histogram(f"{prefix}/pre", found["pre"][run.index].float().cpu(), iteration)
+                            experiment.add_histogram(f"{prefix}/act", found["act"][run.index].float().cpu(), iteration)
+        for run in live:
+            run.log_metrics(scalars[run.index], iteration)

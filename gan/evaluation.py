@@ -1,6 +1,7 @@
 """Sample quality during training: a cheap collapse signal every epoch, full metrics on a schedule.
 
-Every epoch: ``eval/diversity`` of the fixed-noise grid (1 = as varied as real digits, 0 = one image 64 times).
+Each member of a training pack is scored on its own, into its own run directory; the evaluator embeds the
+members' samples together. Every epoch: ``eval/diversity`` of the fixed-noise grid (1 = as varied as real digits, 0 = one image 64 times).
 Every ``eval.every_n_epochs`` epochs and at the end of training: ``eval.num_samples`` samples from a fixed
 evaluation noise (the same z each time, so curves compare generators, not draws) scored by ``gan.metrics``,
 logged under ``eval/`` and as the TensorBoard HPARAMS metrics, appended to ``RUN_DIR/results.json``, and the
@@ -15,18 +16,18 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from gan.callbacks import save_checkpoint_atomic
+from gan.callbacks import MemberCallback, save_member_checkpoints
 from gan.evaluator import MIN_TEST_ACCURACY, Evaluator, load_evaluator
 from gan.metrics import METRIC_NAMES, diversity, features_metrics
-from gan.results import RunResults
-from gan.sample import draw
+from gan.results import MemberRun
+
+BEST_CHECKPOINT = "checkpoints/best-fid.ckpt"
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -41,8 +42,8 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def declare_hparams(trainer: L.Trainer, config: dict[str, Any], metrics: dict[str, float]) -> None:
-    """The run's hyperparameters and the metric tags the HPARAMS tab compares runs by.
+def declare_hparams(run: MemberRun, metrics: dict[str, float]) -> None:
+    """The member's hyperparameters and the metric tags the HPARAMS tab compares runs by.
 
     Lightning's ``log_hyperparams(params, metrics)`` would also write the metrics as scalars at step 0, a false
     first point on every eval curve; this writes only the hparams summaries (the metric values themselves are the
@@ -50,7 +51,8 @@ def declare_hparams(trainer: L.Trainer, config: dict[str, Any], metrics: dict[st
     """
     from torch.utils.tensorboard.summary import hparams
 
-    for logger in trainer.loggers:
+    config = run.record.data["config"]
+    for logger in run.loggers:
         if isinstance(logger, TensorBoardLogger):
             writer = logger.experiment._get_file_writer()
             for summary in hparams(flatten_config(config), metrics):
@@ -59,13 +61,59 @@ def declare_hparams(trainer: L.Trainer, config: dict[str, Any], metrics: dict[st
             logger.log_hyperparams(config)
 
 
-class SampleQuality(Callback):
-    """Scores the generator with the MNIST evaluator while it trains (see the module docstring)."""
+def eval_noise(num_samples: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """The evaluation z: the same for every member and every evaluation, from its own seeded generator (drawing
+    it never disturbs a training stream)."""
+    return torch.randn(num_samples, latent_dim, generator=torch.Generator().manual_seed(int(seed)))
+
+
+def member_samples(
+    module: L.LightningModule, members: Sequence[int], z: torch.Tensor, ema: bool | None, chunk: int = 2000
+) -> torch.Tensor:
+    """Samples of ``members`` from the same ``z``: [len(members), N, 1024] on the module's device."""
+    parts = [module.sample(part, ema=ema)[list(members)] for part in z.split(chunk)]
+    return torch.cat(parts, dim=1)
+
+
+def score_members(
+    evaluator: Evaluator,
+    module: L.LightningModule,
+    members: Sequence[int],
+    num_samples: int,
+    seed: int,
+    ema: bool | None,
+    images_per_pass: int = 200_000,
+) -> dict[int, dict[str, float]]:
+    """Every metric of each member's ``num_samples`` samples from the evaluation noise (NaN for a member with
+    non-finite samples). The evaluator embeds the members' samples together, in its large batches, a group of
+    members at a time (about ``images_per_pass`` images); each member's metrics are computed from its own
+    features, exactly as for that member's samples scored alone."""
+    z = eval_noise(num_samples, module.shared["latent_dim"], seed)
+    per_pass = max(1, images_per_pass // max(1, num_samples))
+    scores: dict[int, dict[str, float]] = {}
+    for start in range(0, len(members), per_pass):
+        group = list(members)[start : start + per_pass]
+        samples = member_samples(module, group, z, ema)
+        finite = [i for i, k in enumerate(group) if bool(torch.isfinite(samples[i]).all())]
+        for i, k in enumerate(group):
+            if i not in finite:
+                scores[k] = {name: math.nan for name in METRIC_NAMES}
+        if not finite:
+            continue
+        ranges = [module.data_ranges[group[i]] for i in finite]
+        feats, logits = evaluator.embed_members(samples[finite], ranges)
+        for j, i in enumerate(finite):
+            scores[group[i]] = features_metrics(feats[j], logits[j], evaluator.test_features.to(feats.device),
+                                                evaluator.test_radii.to(feats.device))
+    return scores
+
+
+class SampleQuality(MemberCallback):
+    """Scores every training member with the MNIST evaluator while it trains (see the module docstring)."""
 
     def __init__(
         self,
         data_root: str,
-        run_dir: str,
         enabled: bool = True,
         every_n_epochs: int = 5,
         num_samples: int = 10000,
@@ -73,15 +121,13 @@ class SampleQuality(Callback):
         min_evaluator_accuracy: float = MIN_TEST_ACCURACY,
     ) -> None:
         self.data_root = data_root
-        self.run_dir = Path(run_dir)
         self.enabled = bool(enabled)
         self.every_n_epochs = int(every_n_epochs)
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.min_evaluator_accuracy = float(min_evaluator_accuracy)
-        self.record: RunResults | None = None  # the run's results.json, handed over by gan.train
         self.evaluator: Evaluator | None = None
-        self._hparams_logged = False
+        self._hparams_logged: set[int] = set()
         self._last_eval_iteration = -1
 
     # ------------------------------------------------------------------ lifecycle
@@ -89,20 +135,29 @@ class SampleQuality(Callback):
         if not self.enabled or self.evaluator is not None:
             return
         self.evaluator = load_evaluator(self.data_root, min_accuracy=self.min_evaluator_accuracy)
-        if self.record is None:
-            self.record = RunResults(self.run_dir, {})
-        self.record.data["evaluator"] = {"test_accuracy": self.evaluator.test_accuracy, "cache": str(self.evaluator.path)}
-        self.record.write()
+        for run in self.runs:
+            run.record.data["evaluator"] = {
+                "test_accuracy": self.evaluator.test_accuracy, "cache": str(self.evaluator.path)
+            }
+            run.record.write()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.evaluator is not None:
+            self.evaluator = self.evaluator.to(pl_module.device)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.evaluator is None:
             return
-        logged = {}
+        live = self.live(pl_module)
+        members = [run.index for run in live]
+        logged: dict[int, dict[str, float]] = {k: {} for k in members}
         for suffix, ema in pl_module.sampler_variants():
-            grid = pl_module.sample(pl_module.fixed_noise, ema=ema).cpu()
-            feats, _ = self.evaluator.embed(grid, pl_module.data_range)
-            logged[f"eval{suffix}/diversity"] = diversity(feats, self.evaluator.test_features)
-        self._log(trainer, logged, pl_module.iteration)
+            grids = pl_module.sample(pl_module.fixed_noise, ema=ema)[members]
+            feats, _ = self.evaluator.embed_members(grids, [pl_module.data_ranges[k] for k in members])
+            for j, k in enumerate(members):
+                logged[k][f"eval{suffix}/diversity"] = diversity(feats[j], self.evaluator.test_features.to(feats.device))
+        for run in live:
+            run.log_metrics(logged[run.index], pl_module.iteration)
         if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.evaluate(trainer, pl_module)
 
@@ -111,45 +166,42 @@ class SampleQuality(Callback):
             self.evaluate(trainer, pl_module)
 
     # ------------------------------------------------------------------ evaluation
-    def score(self, pl_module: L.LightningModule, ema: bool | None) -> dict[str, float]:
-        """Every metric of ``num_samples`` samples from the evaluation noise (NaN for non-finite samples)."""
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[int, dict[str, float]]:
+        """Score every training member; log, record, and keep each member's best-fid checkpoint."""
         assert self.evaluator is not None
-        samples = draw(pl_module, self.num_samples, self.seed, ema=ema)
-        if not torch.isfinite(samples).all():
-            return {name: math.nan for name in METRIC_NAMES}
-        feats, logits = self.evaluator.embed(samples, pl_module.data_range)
-        return features_metrics(feats, logits, self.evaluator.test_features, self.evaluator.test_radii)
-
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        assert self.evaluator is not None
+        live = self.live(pl_module)
+        members = [run.index for run in live]
         start = time.perf_counter()
-        scored = {f"eval{suffix}": self.score(pl_module, ema) for suffix, ema in pl_module.sampler_variants()}
-        metrics = scored["eval"]
+        scored = {
+            f"eval{suffix}": score_members(self.evaluator, pl_module, members, self.num_samples, self.seed, ema)
+            for suffix, ema in pl_module.sampler_variants()
+        }
         eval_seconds = time.perf_counter() - start
         iteration = pl_module.iteration
         self._last_eval_iteration = iteration
-        logged = {f"{prefix}/{k}": v for prefix, values in scored.items() for k, v in values.items()}
-        self._log(trainer, logged, iteration)
-        if not self._hparams_logged:
-            declare_hparams(trainer, self.record.data["config"], logged)
-            self._hparams_logged = True
-        record = {
-            "epochs": round(iteration / max(1, trainer.num_training_batches), 3),  # completed, as a float
-            "iteration": iteration,
-            "wall_s": self.record.wall_s,
-            "eval_s": round(eval_seconds, 2),
-            **metrics,
-        }
-        if "eval_no_ema" in scored:
-            record["no_ema"] = scored["eval_no_ema"]
-        path = self.run_dir / "checkpoints" / "best-fid.ckpt"
-        checkpointing = bool(trainer.checkpoint_callbacks)
-        if checkpointing and self.record.improves(metrics["fid"]):
-            save_checkpoint_atomic(trainer, path)  # before results.json names it
-        self.record.add_evaluation(record, str(path) if checkpointing else None)
-        return metrics
-
-    @staticmethod
-    def _log(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
+        improved, pending = [], {}
+        for run in live:
+            k = run.index
+            logged = {f"{prefix}/{name}": v for prefix, values in scored.items() for name, v in values[k].items()}
+            run.log_metrics(logged, iteration)
+            if k not in self._hparams_logged:
+                declare_hparams(run, logged)
+                self._hparams_logged.add(k)
+            record = {
+                "epochs": round(iteration / max(1, trainer.num_training_batches), 3),  # completed, as a float
+                "iteration": iteration,
+                "wall_s": run.record.wall_s,
+                "eval_s": round(eval_seconds / max(1, len(live)), 2),
+                **scored["eval"][k],
+            }
+            if "eval_no_ema" in scored:
+                record["no_ema"] = scored["eval_no_ema"][k]
+            checkpointing = bool(trainer.checkpoint_callbacks)
+            if checkpointing and run.record.improves(record["fid"]):
+                improved.append(run)
+            pending[k] = record  # recorded after the checkpoints that results.json names are written
+        save_member_checkpoints(trainer, improved, BEST_CHECKPOINT)
+        for run in live:
+            checkpoint = str(run.run_dir / BEST_CHECKPOINT) if trainer.checkpoint_callbacks else None
+            run.record.add_evaluation(pending[run.index], checkpoint)
+        return {k: scored["eval"][k] for k in members}

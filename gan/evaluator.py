@@ -12,6 +12,7 @@ statistics every evaluation compares against.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -80,15 +81,45 @@ class Evaluator:
     def embed(
         self, images: torch.Tensor, value_range: Sequence[float], batch_size: int = 2000
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and logits of N x 1024 images given in ``value_range`` (clamped to it, as pixels are)."""
-        return embed(self.model, images, value_range, batch_size)
+        """Features and logits of N x 1024 images given in ``value_range`` (clamped to it, as pixels are), on the
+        CPU."""
+        feats, logits = self.embed_members(images.unsqueeze(0), [value_range], batch_size)
+        return feats[0].cpu(), logits[0].cpu()
+
+    def embed_members(
+        self, images: torch.Tensor, value_ranges: Sequence[Sequence[float]], batch_size: int = 2000
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features [n, N, 256] and logits [n, N, 10] of n members' images [n, N, 1024], member i's given in
+        ``value_ranges[i]``; all members' images pass through the classifier together, ``batch_size`` at a time,
+        on the evaluator's device (a member's results do not depend on the others: each image is its own)."""
+        n, count = images.shape[:2]
+        device = next(self.model.parameters()).device
+        lows = torch.tensor([float(r[0]) for r in value_ranges], device=device).view(-1, 1, 1)
+        spans = torch.tensor([float(r[1]) - float(r[0]) for r in value_ranges], device=device).view(-1, 1, 1)
+        unit = ((images.to(device).float() - lows) / spans).clamp_(0, 1).view(n * count, -1)
+        feats, logits = embed(self.model, unit, (0.0, 1.0), batch_size, keep_device=True)
+        return feats.view(n, count, -1), logits.view(n, count, -1)
+
+    def to(self, device: torch.device | str) -> "Evaluator":
+        """This evaluator with its classifier and reference statistics on ``device``."""
+        device = torch.device(device)
+        if next(self.model.parameters()).device == device:
+            return self
+        model = copy.deepcopy(self.model).to(device)
+        return Evaluator(model, self.test_accuracy, self.test_features.to(device), self.test_logits.to(device),
+                         self.test_radii.to(device), self.path)
 
 
 @torch.no_grad()
 def embed(
-    model: MNISTClassifier, images: torch.Tensor, value_range: Sequence[float], batch_size: int = 2000
+    model: MNISTClassifier,
+    images: torch.Tensor,
+    value_range: Sequence[float],
+    batch_size: int = 2000,
+    keep_device: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and logits of N x 1024 images given in ``value_range`` (clamped to it, as pixels are)."""
+    """Features and logits of N x 1024 images given in ``value_range`` (clamped to it, as pixels are); on the
+    CPU, or on the model's device with ``keep_device``."""
     lo, hi = float(value_range[0]), float(value_range[1])
     model.eval()
     device = next(model.parameters()).device
@@ -96,8 +127,8 @@ def embed(
     for chunk in images.split(batch_size):
         unit = ((chunk.to(device).float() - lo) / (hi - lo)).clamp_(0, 1)
         f, lg = model.features_and_logits(unit)
-        feats.append(f.cpu())
-        logits.append(lg.cpu())
+        feats.append(f if keep_device else f.cpu())
+        logits.append(lg if keep_device else lg.cpu())
     return torch.cat(feats), torch.cat(logits)
 
 

@@ -9,25 +9,27 @@ hinge and WGAN). ``real_label`` is the target for real images: 1, or less with o
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+def _bce(logits: torch.Tensor, target: torch.Tensor | float) -> torch.Tensor:
+    """Per-member mean BCE on logits [n, B] against a target (a number, or one per member as [n, 1])."""
+    target = torch.as_tensor(target, dtype=logits.dtype, device=logits.device).expand_as(logits)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(1)
 
 
 class GANLoss:
-    """What every loss provides (see the module docstring)."""
+    """What every loss provides (see the module docstring). Logits are [members, batch]; losses are one value per
+    member, [members]; ``real_label`` is [members, 1]."""
 
     has_targets = True  # whether real_label (label smoothing) means anything for this loss
     gradient_penalty = False  # whether the loss includes WGAN-GP's penalty on interpolates
 
-    def __init__(self, real_label: float = 1.0) -> None:
-        self.real_label = float(real_label)
-
-    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -44,8 +46,8 @@ class NonSaturatingLoss(GANLoss):
     With label smoothing the real term is BCE(D(x), real_label).
     """
 
-    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        return _bce(real_logits, self.real_label) + _bce(fake_logits, 0.0)
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
+        return _bce(real_logits, real_label) + _bce(fake_logits, 0.0)
 
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         return _bce(fake_logits, 1.0)
@@ -68,11 +70,11 @@ class MinimaxLoss(NonSaturatingLoss):
 class LeastSquaresLoss(GANLoss):
     """LSGAN (Mao et al. 2017) with targets a=0, b=real_label (1), c=1 on the raw discriminator score."""
 
-    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        return 0.5 * ((real_logits - self.real_label).pow(2).mean() + fake_logits.pow(2).mean())
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((real_logits - real_label).pow(2).mean(1) + fake_logits.pow(2).mean(1))
 
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (fake_logits - 1.0).pow(2).mean()
+        return 0.5 * (fake_logits - 1.0).pow(2).mean(1)
 
 
 class HingeLoss(GANLoss):
@@ -81,11 +83,11 @@ class HingeLoss(GANLoss):
 
     has_targets = False
 
-    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
+        return F.relu(1.0 - real_logits).mean(1) + F.relu(1.0 + fake_logits).mean(1)
 
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
-        return -fake_logits.mean()
+        return -fake_logits.mean(1)
 
 
 class WassersteinGPLoss(GANLoss):
@@ -96,11 +98,11 @@ class WassersteinGPLoss(GANLoss):
     has_targets = False
     gradient_penalty = True
 
-    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        return fake_logits.mean() - real_logits.mean()
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
+        return fake_logits.mean(1) - real_logits.mean(1)
 
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
-        return -fake_logits.mean()
+        return -fake_logits.mean(1)
 
 
 LOSSES: dict[str, type[GANLoss]] = {
@@ -116,8 +118,8 @@ class LossError(ValueError):
     """The configured loss name or one of its options is not valid."""
 
 
-def build_loss(name: str, label_smoothing: float = 0.0) -> GANLoss:
-    """The loss called ``name``; ``label_smoothing`` s makes the real target 1 - s (one-sided)."""
+def check_loss(name: str, label_smoothing: float = 0.0) -> type[GANLoss]:
+    """The loss class called ``name``, with its label smoothing checked (``s`` makes the real target 1 - s)."""
     if name not in LOSSES:
         raise LossError(f"Unknown loss {name!r} for model.loss. Valid losses: {', '.join(LOSSES)}.")
     if not 0.0 <= float(label_smoothing) < 1.0:
@@ -129,35 +131,87 @@ def build_loss(name: str, label_smoothing: float = 0.0) -> GANLoss:
             f"model.label_smoothing={label_smoothing} does not apply to model.loss={name!r}: that loss has no "
             f"real/fake targets to smooth. Use label smoothing with {with_targets}, or set model.label_smoothing=0."
         )
-    return cls(real_label=1.0 - float(label_smoothing))
+    return cls
+
+
+class MemberLosses:
+    """Each member's own loss on its slice of [K, B] logits, one value per member ([K]).
+
+    Members with the same loss are computed together (one call per loss in the pack). ``real_label`` holds each
+    member's real target (1 - its label smoothing); ``gradient_penalty`` which members add WGAN-GP's penalty.
+    """
+
+    def __init__(self, names: Sequence[str], label_smoothing: Sequence[float]) -> None:
+        classes = [check_loss(n, s) for n, s in zip(names, label_smoothing)]
+        self.names = list(names)
+        self.real_label = [1.0 - float(s) for s in label_smoothing]
+        groups: dict[str, list[int]] = {}
+        for k, name in enumerate(names):
+            groups.setdefault(name, []).append(k)
+        self.groups = [(LOSSES[name](), idx) for name, idx in groups.items()]
+        self.gradient_penalty = [c.gradient_penalty for c in classes]
+        self._tensors: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _cached(self, key: str, values: Sequence[float] | Sequence[int], like: torch.Tensor, dtype=None) -> torch.Tensor:
+        dtype = dtype or like.dtype
+        cache_key = (key, like.device, dtype)
+        if cache_key not in self._tensors:
+            self._tensors[cache_key] = torch.tensor(list(values), device=like.device, dtype=dtype)
+        return self._tensors[cache_key]
+
+    def _per_group(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
+        """``fn(loss, index, *member slices)`` for each group, assembled into one [K] (or [K, B]) tensor."""
+        if len(self.groups) == 1:
+            return fn(self.groups[0][0], slice(None), *tensors)
+        out = None
+        for g, (loss, idx) in enumerate(self.groups):
+            index = self._cached(f"group{g}", idx, tensors[0], torch.long)
+            part = fn(loss, index, *(t[index] for t in tensors))
+            if out is None:
+                out = part.new_empty((tensors[0].shape[0], *part.shape[1:]))
+            out = out.index_put((index,), part)
+        return out
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        labels = self._cached("real_label", self.real_label, real_logits).unsqueeze(1)
+        return self._per_group(lambda loss, i, r, f: loss.d_loss(r, f, labels[i]), real_logits, fake_logits)
+
+    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+        return self._per_group(lambda loss, i, f: loss.g_loss(f), fake_logits)
+
+    def d_output(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the lab logs as D(x) / D(G(z)), per member and sample (a probability for the BCE losses)."""
+        return self._per_group(lambda loss, i, x: loss.d_output(x), logits)
 
 
 # --------------------------------------------------------------------------- gradient penalties
 def input_gradients(discriminator: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D(x), dD/dx per sample) with the graph kept, so a penalty on the gradient can itself be backpropagated
-    into D's parameters (``create_graph=True``; the double backward runs inside ``manual_backward``)."""
+    """(D(x) [K, B], dD/dx per sample [K, B, F]) with the graph kept, so a penalty on the gradient can itself be
+    backpropagated into D's parameters (``create_graph=True``; the double backward runs inside
+    ``manual_backward``). Summing D over members and samples gives each its own gradient: D treats them
+    independently."""
     x = x.detach().requires_grad_(True)
     scores = discriminator(x)
     (grads,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
-    return scores, grads.flatten(1)
+    return scores, grads
 
 
-def wgan_gp_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """E[(||grad D(x_hat)|| - 1)^2] at x_hat = eps * real + (1 - eps) * fake, eps ~ U(0, 1) per sample.
+def wgan_gp_penalty(
+    discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
+    """Per member E[(||grad D(x_hat)|| - 1)^2] at x_hat = eps * real + (1 - eps) * fake, eps [K, B, 1] ~ U(0, 1)
+    per sample (drawn by the caller from each member's own stream).
 
-    Summing D over the batch before differentiating gives each sample's own gradient because D treats samples
-    independently (which is why WGAN-GP refuses batch norm in D).
+    Each sample's own gradient needs D to treat samples independently (which is why WGAN-GP refuses batch norm
+    in D).
     """
-    eps = torch.rand(real.shape[0], 1, device=real.device, dtype=real.dtype)
     x_hat = eps * real.detach() + (1.0 - eps) * fake.detach()
     _, grads = input_gradients(discriminator, x_hat)
-    return (grads.norm(2, dim=1) - 1.0).pow(2).mean()
+    return (grads.norm(2, dim=2) - 1.0).pow(2).mean(1)
 
 
 def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D(real), E[||grad D(x)||^2] on real data) (Mescheder et al. 2018; the loss adds gamma / 2 times it).
-
-    D's scores come back too, so the training step scores the real batch once for both the loss and the penalty.
-    """
+    """(D(real) [K, B], E[||grad D(x)||^2] on real data per member [K]) (Mescheder et al. 2018; the loss adds
+    gamma / 2 times it). D's scores come back too, so the training step scores the real batch once for both."""
     scores, grads = input_gradients(discriminator, real)
-    return scores, grads.pow(2).sum(dim=1).mean()
+    return scores, grads.pow(2).sum(dim=2).mean(1)

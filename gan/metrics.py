@@ -45,6 +45,7 @@ class _PrecomputedFeatures(nn.Module):
 def frechet_distance(sample_features: torch.Tensor, real_features: torch.Tensor) -> float:
     """FID between two feature sets, computed by torchmetrics in float64."""
     fid = FrechetInceptionDistance(feature=_PrecomputedFeatures(real_features.shape[1]), normalize=False)
+    fid = fid.to(real_features.device)
     fid.update(real_features.double(), real=True)
     fid.update(sample_features.double(), real=False)
     return max(0.0, float(fid.compute()))

@@ -72,3 +72,38 @@ class RunResults:
         if self.data["evaluations"]:
             self.data["final"] = self.data["evaluations"][-1]
         self.write()
+
+    def continue_from(self, previous: dict[str, Any]) -> None:
+        """A study resumed in place keeps the evaluations (and best) its interrupted run recorded."""
+        self.data["evaluations"] = list(previous.get("evaluations", []))
+        self.data["best"] = previous.get("best")
+        self.data["resumed"] = previous.get("resumed", 0) + 1
+        self._start -= float(previous.get("wall_s") or 0.0)
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run directory's results.json, or None when there is none (or it cannot be read)."""
+    path = Path(run_dir) / RESULTS_NAME
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class MemberRun:
+    """One member of a training pack as its run directory sees it: where it writes, its results record and the
+    loggers (its own TensorBoard event file), so that each member's folder is what a run alone writes."""
+
+    def __init__(self, index: int, run_dir: str | Path, record: RunResults, loggers: list[Any]) -> None:
+        self.index = index  # position in the pack
+        self.run_dir = Path(run_dir)
+        self.record = record
+        self.loggers = loggers
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)
+
+    def experiments(self, method: str) -> list[Any]:
+        """The logger back ends that can ``method`` (e.g. ``add_image``, ``add_histogram``, ``add_text``)."""
+        return [lg.experiment for lg in self.loggers if hasattr(lg.experiment, method)]

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
+from gan.evaluation import eval_noise
 from gan.module import GANModule
 
 
@@ -27,7 +28,7 @@ def load_generator(ckpt_path: str | Path, device: str = "cpu") -> GANModule:
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise SampleError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file (looked at {path.resolve()}).")
-    module = GANModule.load_from_checkpoint(path, map_location=device, weights_only=False)
+    module = GANModule.load_from_checkpoint(path, map_location=device, weights_only=True)
     return module.eval()
 
 
@@ -46,14 +47,14 @@ def checked_ema(module: GANModule, cfg: DictConfig) -> bool | None:
 def draw(
     module: GANModule, num_samples: int, seed: int, chunk: int = 2000, ema: bool | None = None
 ) -> torch.Tensor:
-    """``num_samples`` generator outputs (N x 1024, on the CPU) from seeded noise.
+    """``num_samples`` outputs of a population of one (N x 1024, on the CPU) from seeded noise: the same z as
+    training's evaluations with the same seed (``gan.evaluation.eval_noise``).
 
-    The noise comes from its own generator: drawing never disturbs the training's random stream. ``ema`` as in
+    The noise comes from its own generator: drawing never disturbs a training stream. ``ema`` as in
     ``GANModule.sample`` (None: the weight average when the model keeps one).
     """
-    gen = torch.Generator().manual_seed(int(seed))
-    z = torch.randn(num_samples, module.hparams.latent_dim, generator=gen)
-    return torch.cat([module.sample(part, ema=ema).float().cpu() for part in z.split(chunk)])
+    z = eval_noise(num_samples, module.shared["latent_dim"], seed)
+    return torch.cat([module.sample(part, ema=ema)[0].float().cpu() for part in z.split(chunk)])
 
 
 def run(cfg: DictConfig) -> dict[str, str]:

@@ -12,6 +12,7 @@ from gan.activations import (
     data_range,
     output_bounds,
 )
+from gan.population import MemberActivation
 
 REQUIRED = {"relu", "leaky_relu", "prelu", "elu", "selu", "gelu", "silu", "mish", "softplus", "tanh", "sigmoid",
             "hardtanh", "identity"}
@@ -49,6 +50,28 @@ def test_parameters_reach_the_module():
 def test_prelu_is_fresh_per_call():
     a, b = build_activation("prelu"), build_activation("prelu")
     assert a.weight is not b.weight
+    c, d = (MemberActivation(["prelu"], [None], "model.d_act") for _ in range(2))
+    assert c.prelu_weight is not d.prelu_weight  # each layer of a population its own slopes
+
+
+# members 0 and 3 share an activation but are not neighbours (a gather); 1 and 4 differ only in a parameter
+MEMBERS = [("relu", None), ("leaky_relu", {"negative_slope": 0.3}), ("prelu", {"init": 0.1}), ("relu", None),
+           ("leaky_relu", {"negative_slope": 0.01}), ("tanh", None), ("prelu", None)]
+
+
+def test_member_activation_applies_each_members_own_function():
+    names, params = zip(*MEMBERS)
+    layer = MemberActivation(names, params, "model.g_act")
+    x = torch.linspace(-3, 3, 7 * 2 * 5).view(7, 2, 5)
+    out = layer(x)
+    for k, (name, p) in enumerate(MEMBERS):
+        assert torch.allclose(out[k], build_activation(name, p)(x[k])), (k, name)
+    assert layer.prelu_weight.shape == (7,) and layer.prelu_weight[[2, 6]].tolist() == pytest.approx([0.1, 0.25])
+    assert sorted(len(idx) for _, idx, _ in layer.groups) == [1, 1, 1, 2, 2]  # prelu members share a group
+    out[2].sum().backward()  # a PReLU member's slope learns from its own slice only
+    assert layer.prelu_weight.grad[2] != 0 and layer.prelu_weight.grad[[0, 1, 3, 4, 5, 6]].abs().sum() == 0
+    with pytest.raises(ActivationError, match="'swishy' for model.d_act"):
+        MemberActivation(["relu", "swishy"], [None, None], "model.d_act")
 
 
 def test_unknown_name_lists_the_valid_ones():

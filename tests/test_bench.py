@@ -1,44 +1,53 @@
 import json
 
 import pytest
+import torch
 
 from gan import bench
+from gan.module import member_hparams
 from tests.conftest import make_mnist
 
 
-def test_bench_prints_one_json_line_with_both_throughputs(tmp_path, capsys):
+def test_bench_prints_one_json_line_with_every_throughput(tmp_path, capsys):
     root = make_mnist(tmp_path / "data", n_train=512, n_test=16)
-    summary = bench.main(["--data-root", str(root), "--warmup", "3", "--iters", "8", "--segment", "4",
-                          "data.batch_size=32", "trainer.enable_progress_bar=false"])
+    summary = bench.main(["--data-root", str(root), "--members", "3", "--warmup", "2", "--iters", "6",
+                          "--pack-iters", "3", "--rounds", "1", "data.batch_size=32", "model.g_hidden=[16]",
+                          "model.d_hidden=[16]", "trainer.enable_progress_bar=false"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     parsed = json.loads(last)
     assert parsed == summary
-    assert parsed["lightning_img_s"] > 0 and parsed["reference_img_s"] > 0
-    assert parsed["ratio"] == pytest.approx(parsed["lightning_img_s"] / parsed["reference_img_s"], abs=2e-3)
-    assert parsed["timed_iterations_each"] == 8 and parsed["batch_size"] == 32
+    assert min(parsed[k] for k in ("reference_img_s", "single_img_s", "pack_member_img_s")) > 0
+    assert parsed["single_vs_reference"] == pytest.approx(parsed["single_img_s"] / parsed["reference_img_s"], abs=2e-3)
+    assert parsed["pack_vs_sequential"] == pytest.approx(parsed["pack_member_img_s"] / parsed["single_img_s"], abs=0.01)
+    assert parsed["sequential_member_img_s"] == parsed["single_img_s"]  # K runs in a row: each at the single rate
+    assert parsed["timed_iterations"] == {"reference": 6, "single": 6, "pack": 3} and parsed["batch_size"] == 32
 
 
-def test_reference_loop_trains_the_same_model(tmp_path):
-    """The reference does real updates of the same architecture (it is not an empty loop)."""
-    import torch
+def test_pack_members_cycle_through_the_activation_grid():
+    members = bench.pack_members(member_hparams(), 9)
+    assert [m["seed"] for m in members] == list(range(9))
+    assert [m["d_act"] for m in members[:8]] == [*bench.GRID_ACTIVATIONS, "relu"]
+    assert {m["g_act"] for m in members} == {"relu", "leaky_relu"}
+    assert bench.pack_members(member_hparams(g_act="tanh"), 1)[0]["g_act"] == "tanh"  # a single run: as configured
 
-    from gan.bench import ReferenceLoop, bench_config
 
-    root = make_mnist(tmp_path / "data", n_train=64, n_test=8)
-    cfg = bench_config(str(root), str(tmp_path / "run"), 4, ["data.batch_size=16"])
-    data = torch.rand(64, 1024) * 2 - 1
-    ref = ReferenceLoop(cfg, data)
+def test_reference_loop_trains_the_same_model():
+    """The reference does real updates of the same architecture, with torch's own layers (not an empty loop)."""
+    member = member_hparams(g_hidden=[16, 16], d_hidden=[16])
+    images = torch.randint(0, 256, (64, 1024), dtype=torch.uint8)
+    ref = bench.ReferenceLoop(member, images, 16, torch.device("cpu"))
+    assert [m.out_features for m in ref.G if isinstance(m, torch.nn.Linear)] == [16, 16, 1024]
     before = {k: v.clone() for k, v in ref.G.state_dict().items()} | {
         f"D.{k}": v.clone() for k, v in ref.D.state_dict().items()
     }
     ref.step()
     after = ref.G.state_dict() | {f"D.{k}": v for k, v in ref.D.state_dict().items()}
     assert all(not torch.equal(before[k], after[k]) for k in before)
-    assert len(ref.opt_g.state) == 8 and len(ref.opt_d.state) == 8
+    assert len(ref.opt_g.state) == 6 and len(ref.opt_d.state) == 4
 
 
 @pytest.mark.parametrize("override", ["stability=r1", "stability=wgan_gp", "stability=g_ema", "data.augment=cutout"])
 def test_bench_refuses_switches_the_reference_does_not_implement(tmp_path, override):
     root = make_mnist(tmp_path / "data", n_train=512, n_test=16)
     with pytest.raises(bench.BenchConfigError, match="does not implement"):
-        bench.main(["--data-root", str(root), "--warmup", "1", "--iters", "2", "--segment", "2", override])
+        bench.main(["--data-root", str(root), "--warmup", "1", "--iters", "2", override])

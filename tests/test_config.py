@@ -42,7 +42,7 @@ def test_every_preset_composes_and_builds(preset):
     cfg = compose_train([f"activation={preset}"])
     model = build_model(cfg)
     assert isinstance(model, GANModule)
-    assert model.hparams.g_act == cfg.model.g_act
+    assert model.member_hparams[0]["g_act"] == cfg.model.g_act
 
 
 def test_required_presets_exist():
@@ -52,7 +52,7 @@ def test_required_presets_exist():
 def test_activation_parameters_from_the_command_line():
     cfg = compose_train(["model.act_params.leaky_relu.negative_slope=0.05"])
     model = build_model(cfg)
-    assert model.discriminator.net.act1.negative_slope == 0.05
+    assert model.discriminator.net.act1.functions[0].negative_slope == 0.05
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_max_steps_counts_generator_iterations():
 
 def test_config_is_plain_yaml_the_code_can_read():
     cfg = compose_train()
-    assert OmegaConf.select(cfg, "model._target_") == "gan.module.GANModule"
+    assert OmegaConf.select(cfg, "model._target_") == "gan.module.member_hparams"
     assert cfg.data._target_ == "gan.data.MNISTDataModule"
     assert cfg.trainer._target_ == "lightning.Trainer"
 

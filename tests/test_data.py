@@ -8,9 +8,12 @@ from gan.data import (
     LABELS_MAGIC,
     MNISTDataError,
     MNISTDataModule,
-    ShuffledBatches,
+    PackedBatches,
     load_split,
+    padded_bytes,
     raw_folder,
+    scale_bytes,
+    to_flat_images,
 )
 from tests.conftest import make_mnist, write_idx
 
@@ -21,6 +24,8 @@ def test_loads_pads_flattens_and_scales_to_tanh_range(tiny_mnist):
     dm.setup("fit")
     x = dm.train_images
     assert x.shape == (256, 1024) and x.dtype == torch.float32
+    assert dm.train_bytes.shape == (256, 1024) and dm.train_bytes.dtype == torch.uint8  # kept once, as bytes
+    assert dm.value_range == (-1.0, 1.0)
     images, labels = load_split(tiny_mnist, "train")
     img = x.view(-1, 32, 32)
     # 2-pixel background border from the padding, at the low end of the range
@@ -29,6 +34,8 @@ def test_loads_pads_flattens_and_scales_to_tanh_range(tiny_mnist):
     assert torch.allclose(img[:, 2:30, 2:30], images.float() / 255 * 2 - 1, atol=1e-6)
     assert x.min() >= -1 and x.max() <= 1 and x.max() > 0.99
     assert labels.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert torch.equal(padded_bytes(images), dm.train_bytes)
+    assert torch.equal(to_flat_images(images, (-1.0, 1.0)), x) and torch.equal(scale_bytes(dm.train_bytes, (-1, 1)), x)
 
 
 def test_sigmoid_range_and_test_split(tiny_mnist):
@@ -46,34 +53,77 @@ def test_gz_files_are_read(tmp_path):
     assert images.shape == (20, 28, 28) and len(labels) == 20
 
 
-def test_batches_are_full_shuffled_and_seeded(tiny_mnist):
-    data = torch.arange(100).float().unsqueeze(1)
-    batches = ShuffledBatches(data, 32, torch.Generator().manual_seed(0))
-    epoch = list(batches)
-    assert len(batches) == len(epoch) == 3 and all(len(b) == 32 for b in epoch)
-    seen = torch.cat(epoch).flatten()
+def gens(*seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def epoch_indices(batches):
+    """One epoch of a PackedBatches as the [steps, K, batch] plan it yields (checked to be one plan, in order)."""
+    steps = list(batches)
+    assert [s for _, s in steps] == list(range(len(batches)))
+    assert all(plan is steps[0][0] for plan, _ in steps)
+    return steps[0][0]
+
+
+def test_batches_are_full_shuffled_and_seeded():
+    batches = PackedBatches(100, 32, gens(0))
+    plan = epoch_indices(batches)
+    assert len(batches) == 3 and plan.shape == (3, 1, 32)
+    seen = plan[:, 0].flatten()
     assert len(set(seen.tolist())) == 96  # no repeats within an epoch
-    assert not torch.equal(seen, torch.arange(96).float())  # shuffled
-    again = list(ShuffledBatches(data, 32, torch.Generator().manual_seed(0)))
-    assert all(torch.equal(a, b) for a, b in zip(epoch, again))
-    assert not torch.equal(list(batches)[0], epoch[0])  # a new order each epoch
+    assert not torch.equal(seen, torch.arange(96))  # shuffled
+    assert torch.equal(epoch_indices(PackedBatches(100, 32, gens(0))), plan)
+    assert not torch.equal(epoch_indices(batches), plan)  # a new order each epoch
+    pack = epoch_indices(PackedBatches(100, 32, gens(5, 0)))
+    assert torch.equal(pack[:, 1], plan[:, 0])  # each member's order is the one it has alone
+    assert not torch.equal(pack[:, 0], pack[:, 1])
+
+
+def test_each_member_gets_its_own_shuffle_and_range(tiny_mnist):
+    cpu = torch.device("cpu")
+    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=[3, 4],
+                         value_range=[(-1.0, 1.0), (0.0, 1.0)])
+    plan, step = next(iter(dm.train_dataloader()))
+    batch = dm.transfer_batch_to_device((plan, step), cpu, 0)
+    assert batch.shape == (2, 32, 1024)
+    for k, (seed, value_range) in enumerate([(3, (-1.0, 1.0)), (4, (0.0, 1.0))]):
+        assert torch.allclose(batch[k], scale_bytes(dm.train_bytes[plan[step, k]], value_range))
+        alone = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=seed,
+                                value_range=value_range)
+        assert torch.equal(batch[k], alone.transfer_batch_to_device(next(iter(alone.train_dataloader())), cpu, 0)[0])
+    assert dm.value_ranges == [(-1.0, 1.0), (0.0, 1.0)]
+    with pytest.raises(ValueError, match="one value range per member"):
+        dm.value_range
+    with pytest.raises(ValueError, match="3 member seeds but 2 value ranges"):
+        MNISTDataModule(root=str(tiny_mnist), seed=[1, 2, 3], value_range=[(-1.0, 1.0), (0.0, 1.0)])
+
+
+@pytest.mark.parametrize("size", [0, -1, 32.0, "32"])
+def test_batch_size_must_be_a_positive_integer(size):
+    with pytest.raises(ValueError, match="data.batch_size must be a positive integer"):
+        MNISTDataModule(batch_size=size)
 
 
 def test_state_dict_restores_the_next_epoch_order(tiny_mnist):
-    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=3)
+    cpu = torch.device("cpu")
+    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=[3, 4], train_size=128)
     loader = dm.train_dataloader()
-    list(loader)
+    first = [dm.transfer_batch_to_device(b, cpu, 0) for b in loader]
     state = dm.state_dict()
-    expected = list(loader)
-    dm2 = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=3)
+    assert len(state["shuffle_rng"]) == 2 and state["subset"] == {"train_size": 128, "subset_seed": 0}
+    expected = [dm.transfer_batch_to_device(b, cpu, 0) for b in loader]
+    assert len(expected) == 8 and not torch.equal(first[0], expected[0])
+    dm2 = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=[3, 4], train_size=128)
     dm2.load_state_dict(state)
-    assert all(torch.equal(a, b) for a, b in zip(dm2.train_dataloader(), expected))
+    again = [dm2.transfer_batch_to_device(b, cpu, 0) for b in dm2.train_dataloader()]
+    assert len(again) == len(expected) and all(torch.equal(a, b) for a, b in zip(again, expected))
 
 
 def test_d_steps_batches_hold_one_batch_per_discriminator_update(tiny_mnist):
     dm = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, batches_per_iteration=2)
     loader = dm.train_dataloader()
-    assert len(loader) == 4 and next(iter(loader)).shape == (64, 1024)
+    batch = dm.transfer_batch_to_device(next(iter(loader)), torch.device("cpu"), 0)
+    assert len(loader) == 4 and batch.shape == (1, 64, 1024)
 
 
 def test_missing_files_offline_name_files_folder_and_data_root(tmp_path):

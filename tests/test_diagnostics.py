@@ -8,50 +8,67 @@ from gan.networks import Discriminator, Generator
 from tests.test_train import SCALAR_TAGS, run
 from tests.conftest import scalars
 
+PARAMS = {"leaky_relu": {"negative_slope": 0.2}}
 
-def _forced(act: str, bias: float) -> Discriminator:
-    D = Discriminator([16, 8], act, "identity", {"leaky_relu": {"negative_slope": 0.2}})
+
+def _forced(acts: list[str], biases: list[float]) -> Discriminator:
+    """A D whose member k has pre-activations ``biases[k]`` everywhere in layer 1 (zero weights)."""
+    gens = [torch.Generator().manual_seed(k) for k in range(len(acts))]
+    D = Discriminator([16, 8], acts, ["identity"] * len(acts), [PARAMS] * len(acts), gens)
     with torch.no_grad():
         D.net.fc1.weight.zero_()
-        D.net.fc1.bias.fill_(bias)
+        D.net.fc1.bias.copy_(torch.tensor(biases).view(-1, 1).expand(-1, 16))
     return D
 
 
-@pytest.mark.parametrize(
-    "act,bias,dead,saturated",
-    [
-        ("relu", -1.0, 1.0, 1.0),  # all pre-activations negative: every unit outputs 0
-        ("leaky_relu", -1.0, 0.0, 0.0),  # the same layer keeps a slope: nothing dead
-        ("tanh", 10.0, 0.0, 1.0),  # pinned at +1
-        ("sigmoid", -20.0, 1.0, 1.0),  # pinned at 0
-        ("identity", -1.0, 0.0, 0.0),
-    ],
-)
+FORCED = [  # (activation, pre-activation, dead share, saturated share)
+    ("relu", -1.0, 1.0, 1.0),  # all pre-activations negative: every unit outputs 0
+    ("leaky_relu", -1.0, 0.0, 0.0),  # the same layer keeps a slope: nothing dead
+    ("tanh", 10.0, 0.0, 1.0),  # pinned at +1
+    ("sigmoid", -20.0, 1.0, 1.0),  # pinned at 0
+    ("identity", -1.0, 0.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("act,bias,dead,saturated", FORCED)
 def test_layer_forced_to_known_pre_activations(act, bias, dead, saturated):
-    D = _forced(act, bias)
-    layers = probe(D.net, torch.randn(32, 1024), act, {"negative_slope": 0.2} if act == "leaky_relu" else None)
+    D = _forced([act], [bias])
+    layers = probe(D.net, torch.randn(1, 32, 1024), [act], [PARAMS.get(act)])
     stats = layers[1]["stats"]
-    assert stats["dead"] == dead and stats["saturated"] == saturated
-    assert stats["pre_mean"] == pytest.approx(bias) and stats["pre_std"] == pytest.approx(0.0)
-    assert layers[1]["pre"].shape == (32, 16) and set(layers) == {1, 2}
+    assert stats["dead"].tolist() == [dead] and stats["saturated"].tolist() == [saturated]
+    assert stats["pre_mean"].item() == pytest.approx(bias) and stats["pre_std"].item() == pytest.approx(0.0)
+    assert layers[1]["pre"].shape == (1, 32, 16) and set(layers) == {1, 2}
     assert all(len(m._forward_hooks) == 0 for m in D.modules())  # hooks removed after the probe
 
 
+def test_each_member_is_probed_with_its_own_activation():
+    acts, biases, dead, saturated = (list(column) for column in zip(*FORCED))
+    D = _forced(acts, biases)
+    stats = probe(D.net, torch.randn(5, 32, 1024), acts, [PARAMS.get(a) for a in acts])[1]["stats"]
+    assert stats["dead"].tolist() == dead and stats["saturated"].tolist() == saturated
+    assert stats["pre_mean"].tolist() == pytest.approx(biases)
+
+
 def test_layer_stats_moments_and_partial_saturation():
-    pre = torch.tensor([[-3.0, 0.0], [3.0, 0.5]])
-    act = torch.tanh(pre)
-    s = layer_stats(pre, act, (-1.0, 1.0), saturation_margin=0.01)
-    assert s["saturated"] == 0.5  # tanh(+-3) = +-0.995, within 0.02 of the bounds; 0 and tanh(.5) are not
-    assert s["dead"] == 0.0 and s["act_mean"] == pytest.approx(act.mean().item())
-    assert s["pre_std"] == pytest.approx(pre.std().item())
+    pre = torch.tensor([[[-3.0, 0.0], [3.0, 0.5]], [[-3.0, 0.0], [-1.0, 0.5]]])
+    act = torch.stack([torch.tanh(pre[0]), torch.relu(pre[1])])  # member 0 tanh, member 1 relu
+    s = layer_stats(pre, act, [(-1.0, 1.0), (0.0, float("inf"))], saturation_margin=0.01)
+    # tanh(+-3) = +-0.995, within 0.02 of the bounds; 0 and tanh(.5) are not. relu: three outputs at its floor
+    assert s["saturated"].tolist() == [0.5, 0.75]
+    assert s["dead"].tolist() == [0.0, 0.5]  # relu's first unit is 0 for the whole batch
+    assert s["act_mean"].tolist() == pytest.approx([act[0].mean().item(), act[1].mean().item()])
+    assert s["pre_std"].tolist() == pytest.approx([pre[0].std().item(), pre[1].std().item()])
 
 
 def test_grad_norms_are_per_layer_l2():
-    G = Generator(4, [8, 8], "relu", "tanh", {})
-    G(torch.randn(5, 4)).pow(2).sum().backward()
+    G = Generator(4, [8, 8], ["relu", "tanh"], ["tanh"] * 2, [{}] * 2,
+                  [torch.Generator().manual_seed(k) for k in (0, 1)])
+    assert grad_norms(G.net)[1].tolist() == [0.0, 0.0]  # no gradients yet
+    (G(torch.randn(2, 5, 4)).pow(2).sum((1, 2)) * torch.tensor([1.0, 3.0])).sum().backward()
     norms = grad_norms(G.net)
     fc2 = G.net.fc2
-    assert norms[2] == pytest.approx(torch.cat([fc2.weight.grad.flatten(), fc2.bias.grad]).norm().item(), rel=1e-5)
+    expected = [torch.cat([fc2.weight.grad[k].flatten(), fc2.bias.grad[k]]).norm().item() for k in (0, 1)]
+    assert norms[2].shape == (2,) and norms[2].tolist() == pytest.approx(expected, rel=1e-5)
     assert [k for k, _, _ in hidden_layers(G.net)] == [1, 2]
 
 

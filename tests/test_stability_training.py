@@ -74,12 +74,12 @@ def _linear_critic_step(tiny_mnist: Path, **options) -> tuple[GANModule, list[to
         **options,
     )
     seen: list[torch.Tensor] = []
-    module.discriminator.net.out.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach().clone()))
-    w0 = module.discriminator.net.out.weight.detach().clone().squeeze(0)
+    module.discriminator.net.out.register_forward_pre_hook(lambda m, inp: seen.append(inp[0][0].detach().clone()))
+    w0 = module.discriminator.net.out.weight.detach().clone().view(-1)
     b0 = module.discriminator.net.out.bias.item()
     trainer = L.Trainer(
         accelerator="cpu",
-        max_steps=module.hparams.d_steps + 1,  # one iteration
+        max_steps=module.shared["d_steps"] + 1,  # one iteration
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -96,7 +96,7 @@ def test_wgan_gp_update_under_manual_optimization_matches_the_closed_form(tiny_m
     real, _interpolates, fake = seen[:3]
     norm = w0.norm()
     grad = fake.mean(0) - real.mean(0) + 2 * 10.0 * (norm - 1) * w0 / norm
-    assert torch.allclose(module.discriminator.net.out.weight.squeeze(0), w0 - 0.1 * grad, atol=1e-5)
+    assert torch.allclose(module.discriminator.net.out.weight.view(-1), w0 - 0.1 * grad, atol=1e-5)
 
 
 def test_r1_update_under_manual_optimization_matches_the_closed_form(tiny_mnist):
@@ -106,7 +106,7 @@ def test_r1_update_under_manual_optimization_matches_the_closed_form(tiny_mnist)
     s_r, s_f = real @ w0 + b0, fake @ w0 + b0
     grad = ((torch.sigmoid(s_r) - 1).unsqueeze(1) * real).mean(0) + (torch.sigmoid(s_f).unsqueeze(1) * fake).mean(0)
     grad = grad + 4.0 * w0
-    assert torch.allclose(module.discriminator.net.out.weight.squeeze(0), w0 - 0.1 * grad, atol=1e-5)
+    assert torch.allclose(module.discriminator.net.out.weight.view(-1), w0 - 0.1 * grad, atol=1e-5)
 
 
 KITCHEN_SINK = [

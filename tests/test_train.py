@@ -37,8 +37,8 @@ def test_fit_writes_a_complete_run_directory(tmp_path, tiny_mnist):
     assert all(0 <= v <= 1 for _, v in series["train/D_x"] + series["train/D_G_z"])
     assert image_tags(run_dir) == ["samples/fixed_noise"]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["hyper_parameters"]["g_act"] == "relu" and "gan_rng" in ckpt
-    assert ckpt["state_dict"]["fixed_noise"].shape == (64, 100)
+    assert ckpt["hyper_parameters"]["members"][0]["g_act"] == "relu" and "gan_rng" in ckpt
+    assert ckpt["state_dict"]["fixed_noise"].shape == (1, 64, 100)
 
 
 @pytest.mark.parametrize("d_steps", [1, 2])
@@ -84,7 +84,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny_mnist):
     for step, value in later:
         assert value == pytest.approx(expected[step], abs=1e-5)
     assert [p.name for p in (resumed / "samples").iterdir()] == ["epoch0001.png"]
-    assert weights(first)["fixed_noise"].shape == (64, 100)  # the first run's files are untouched
+    assert weights(first)["fixed_noise"].shape == (1, 64, 100)  # the first run's files are untouched
 
 
 def test_resume_with_a_different_model_is_refused(tmp_path, tiny_mnist):
@@ -156,13 +156,16 @@ def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, tiny_mnis
     proc = _cli("gan.train", "-m", "model.g_act=relu,tanh", "seed=0,1", *fast_overrides(tiny_mnist),
                 "trainer.max_steps=3", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0]))
+    # each folder says which job it is: its number and its overrides, as Hydra's override_dirname writes them
+    assert [p.name.split(",")[0] for p in jobs] == [f"{i}_data.batch_size=32" for i in range(4)]
+    assert "model.g_act=tanh,seed=1" in jobs[3].name and "data.root" not in jobs[3].name
     seen = set()
     for job in jobs:
         assert (job / "checkpoints" / "last.ckpt").is_file() and list((job / "tensorboard").glob("events.*"))
-        ckpt = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-        seen.add((ckpt["hyper_parameters"]["g_act"], ckpt["hyper_parameters"]["fixed_noise_seed"]))
+        ckpt = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        member = ckpt["hyper_parameters"]["members"][0]
+        seen.add((member["g_act"], member["fixed_noise_seed"]))
     assert seen == {("relu", 0), ("relu", 1), ("tanh", 0), ("tanh", 1)}
 
 

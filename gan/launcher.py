@@ -1,0 +1,184 @@
+"""The packed launcher: a Hydra sweep's jobs grouped into packs of compatible configs, each pack trained as one
+population in one process (``gan.train.train_pack``).
+
+    python -m gan.train -m experiment=activation_grid hydra/launcher=packed             # packs in this process
+    python -m gan.train -m ... hydra/launcher=packed_slurm                                # one SLURM job (GPU) per pack
+    python -m gan.train -m ... hydra/launcher=packed hydra.launcher.max_members=32        # packs of at most 32
+
+Every job first goes through Hydra's own job setup (its folder, ``.hydra/`` with the composed config and
+overrides) and ``gan.train.prepare`` (all values checked, resume settled). A bad value in any job stops the sweep
+before any pack starts, naming each bad job. Jobs whose configs agree on what a pack shares
+(``gan.packing.pack_key``) train together, at most ``max_members`` at a time; each member writes its own run
+directory, and each job returns its final fid to the sweeper (NaN when it has none), so Optuna's batches of
+``n_jobs`` trials train as packs too.
+
+Hydra finds launchers only in the ``hydra_plugins`` namespace: ``hydra_plugins/gan_packed_launcher`` names the
+classes there and registers their configs (``register_configs``); the code is here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass, field, make_dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def prepare_job(cfg: DictConfig) -> Any:
+    """Hydra's task for one job of a packed sweep: check it and return its plan (``gan.train.prepare``)."""
+    from gan.train import prepare
+
+    return prepare(cfg)
+
+
+def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
+    """Train one pack (in this process, or as a cluster job); a pack that cannot run reports it per member."""
+    from gan.data import MNISTDataError
+    from gan.evaluator import EvaluatorError
+    from gan.train import ConfigError, RunFailed, train_pack
+
+    try:
+        return train_pack(plans)
+    except RunFailed as exc:  # a pack of one that diverged or failed: recorded in its results.json
+        print(f"{plans[0].job}: run {exc}", file=sys.stderr)
+        return [{"status": exc.status, "reason": str(exc)}]
+    except (ConfigError, MNISTDataError, EvaluatorError) as exc:
+        print(f"error: {', '.join(p.job for p in plans)}: {exc}", file=sys.stderr)
+        return [{"status": "refused", "reason": str(exc)} for _ in plans]
+
+
+class PackedLauncherBase(Launcher):
+    """Groups the sweep's jobs into packs and trains them; subclasses choose where a pack runs (``run_packs``)."""
+
+    def __init__(self, max_members: Optional[int] = None, **executor: Any) -> None:
+        self.max_members = int(max_members) if max_members else None
+        self.executor = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                         for k, v in executor.items()}
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from gan.packing import pack_key, group_packs
+        from gan.train import check_pack
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        returns = [self._prepare(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        bad = [r for r in returns if r.status != JobStatus.COMPLETED]
+        if bad:
+            for r in bad:
+                print(f"error: job {r.hydra_cfg.hydra.job.num} ({' '.join(r.overrides) or 'no overrides'}): "
+                      f"{r._return_value}", file=sys.stderr)
+            print(f"error: {len(bad)} of {len(returns)} jobs refused; no pack was started.", file=sys.stderr)
+            sys.exit(2)
+        plans = [r._return_value for r in returns]
+        todo = [i for i, p in enumerate(plans) if p.done is None]
+        packs = [[todo[j] for j in pack] for pack in group_packs(
+            [pack_key(plans[i].config, plans[i].resume_step) for i in todo], self.max_members
+        )]
+        for pack in packs:  # what a pack shares is checked for every pack before the first one starts
+            try:
+                check_pack([plans[i] for i in pack])
+            except Exception as exc:  # noqa: BLE001 - one clear message, then stop
+                print(f"error: jobs {', '.join(str(i + initial_job_idx) for i in pack)}: {exc}", file=sys.stderr)
+                sys.exit(2)
+        for i, plan in enumerate(plans):
+            if plan.done is not None:
+                log.info(f"\t#{initial_job_idx + i} : already {plan.done['status']}, skipped ({plan.run_dir})")
+        log.info(f"Training {len(todo)} of {len(plans)} jobs in {len(packs)} pack(s): "
+                 + "; ".join(f"{len(p)} members" for p in packs))
+        results = self.run_packs([[plans[i] for i in pack] for pack in packs])
+        summaries: dict[int, dict[str, Any]] = {}
+        for pack, pack_results in zip(packs, results):
+            summaries.update(zip(pack, pack_results))
+        for i, (ret, plan) in enumerate(zip(returns, plans)):
+            summary = summaries.get(i) or ({"final_metrics": (plan.done or {}).get("final") or {}})
+            fid = (summary.get("final_metrics") or {}).get("fid", math.nan)
+            ret.return_value = math.nan if fid is None else float(fid)
+            ret.status = JobStatus.COMPLETED
+        return returns
+
+    def _prepare(self, idx: int, overrides: Sequence[str]) -> JobReturn:
+        """Hydra's job setup (folder, ``.hydra/``) with ``prepare`` as the task: a plan, or the job's error."""
+        assert self.config is not None and self.hydra_context is not None
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=prepare_job,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+
+    def run_packs(self, packs: Sequence[Sequence[Any]]) -> list[list[dict[str, Any]]]:
+        """Each pack in this process, one after another."""
+        return [run_pack(pack) for pack in packs]
+
+
+class PackedSubmititBase(PackedLauncherBase):
+    """Each pack one job of submitit's executor (``_EXECUTOR``: ``slurm``, or ``local`` for tests), all submitted
+    together as an array; the executor settings are hydra-submitit-launcher's."""
+
+    _EXECUTOR = "abstract"
+
+    def run_packs(self, packs: Sequence[Sequence[Any]]) -> list[list[dict[str, Any]]]:
+        import submitit
+        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+        params = dict(self.executor)
+        folder = params.pop("submitit_folder")
+        init = {f"{self._EXECUTOR}_max_num_timeout": params.pop("max_num_timeout")} if "max_num_timeout" in params else {}
+        executor = submitit.AutoExecutor(folder=folder, cluster=self._EXECUTOR, **init)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
+        log.info(f"Submitting {len(packs)} pack(s) to submitit '{self._EXECUTOR}' (folder {folder})")
+        jobs = executor.map_array(run_pack, list(packs))
+        return [job.result() for job in jobs]
+
+
+@dataclass
+class PackedLauncherConf:
+    _target_: str = "hydra_plugins.gan_packed_launcher.PackedLauncher"
+    max_members: Optional[int] = None  # members per pack at most (null: every compatible job in one pack)
+
+
+def register_configs(plugin_module: str) -> None:
+    """``hydra/launcher=packed``, and with hydra-submitit-launcher installed ``packed_submitit_local`` and
+    ``packed_submitit_slurm`` (its settings plus ``max_members``; ``conf/hydra/launcher/packed_slurm.yaml`` sets
+    this lab's defaults on the latter)."""
+    store = ConfigStore.instance()
+    store.store(group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="gan-activation-lab")
+    try:
+        from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+    except ImportError:  # the `sweep` extra is not installed: no cluster launchers
+        return
+    for name, base, cls in (("packed_submitit_local", LocalQueueConf, "PackedLocalLauncher"),
+                            ("packed_submitit_slurm", SlurmQueueConf, "PackedSlurmLauncher")):
+        node = make_dataclass(
+            f"{cls}Conf",
+            [("_target_", str, field(default=f"{plugin_module}.{cls}")),
+             ("max_members", Optional[int], field(default=None))],
+            bases=(base,),
+        )
+        store.store(group="hydra/launcher", name=name, node=node, provider="gan-activation-lab")
