@@ -160,7 +160,16 @@ class MemberLosses:
         return self._tensors[cache_key]
 
     def _per_group(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
-        """``fn(loss, index, *member slices)`` for each group, assembled into one [K] (or [K, B]) tensor."""
+        """``fn(loss, index, *member slices)`` for each group, assembled into one [K] (or [K, B]) tensor.
+
+        On the CPU each member is computed on its own (as for ``gan.population.batched_matmul``): the backward of a
+        per-row reduction over [K, B] differed in the last bits from the same member's [1, B] (measured), and GAN
+        training amplifies last bits; per member, a pack computes exactly what a population of one does.
+        """
+        if tensors[0].device.type == "cpu" and tensors[0].shape[0] > 1:
+            owner = {k: g for g, (_, idx) in enumerate(self.groups) for k in idx}
+            return torch.cat([fn(self.groups[owner[k]][0], slice(k, k + 1), *(t[k : k + 1] for t in tensors))
+                              for k in range(tensors[0].shape[0])])
         if len(self.groups) == 1:
             return fn(self.groups[0][0], slice(None), *tensors)
         out = None

@@ -100,12 +100,15 @@ def _merged_optimizer_state(states: Sequence[Mapping[str, Any]]) -> dict[str, An
     for parts in zip(*(s["param_groups"] for s in states)):
         groups.append({key: ([v for p in parts for v in p[key]] if key in PER_MEMBER_KEYS else value)
                        for key, value in parts[0].items()})
-    indices = states[0]["state"].keys()
-    return {
-        "state": {i: {name: torch.cat([s["state"][i][name] for s in states]) for name in states[0]["state"][i]}
-                  for i in indices},
-        "param_groups": groups,
-    }
+    # A parameter no member of a checkpoint ever updated (a PReLU slope in a pack without PReLU, say) has no state
+    # there: it joins the merged state as zeros (the state an optimizer keeps for a parameter whose gradient is 0).
+    indices = sorted({i for s in states for i in s["state"]})
+    merged = {}
+    for i in indices:
+        like = next(s["state"][i] for s in states if i in s["state"])
+        merged[i] = {name: torch.cat([s["state"][i][name] if i in s["state"] else torch.zeros_like(t)
+                                      for s in states]) for name, t in like.items()}
+    return {"state": merged, "param_groups": groups}
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -10,7 +10,9 @@ same ``hydra.sweep.dir``).
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,9 +62,16 @@ class RunFailed(RuntimeError):
 
 
 def safe_dirname(text: str, limit: int = 200) -> str:
-    """A job's overrides as one folder name (Hydra's ``override_dirname``): no path separators, bounded length."""
-    name = str(text).replace("/", "-").replace("\\", "-") or "defaults"
-    return name if len(name) <= limit else name[: limit - 9] + "~" + format(abs(hash(name)) % 16**8, "08x")
+    """A job's overrides as one folder name (Hydra's ``override_dirname``, written ``key:value+key:value``).
+
+    Only characters Hydra's override grammar takes unquoted remain, so a path into the folder can be passed back
+    as ``ckpt_path=...`` as it is: lists lose their brackets (``[32,32]`` -> ``32-32``), anything else odd becomes
+    ``-``; a name over ``limit`` characters is cut and ends in a short hash of the whole.
+    """
+    name = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).replace(",", "-"), str(text))
+    name = re.sub(r"[^A-Za-z0-9_.:@+%-]", "-", name) or "defaults"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]  # stable: the same job gets the same folder every time
+    return name if len(name) <= limit else f"{name[: limit - 9]}@{digest}"
 
 
 if not OmegaConf.has_resolver("safe_dirname"):

@@ -14,7 +14,7 @@ from gan.data import MNISTDataModule
 from gan.module import GANModule
 from gan.sample import SampleError
 from gan.sample import run as sample_run
-from gan.train import CONF_DIR, ConfigError, train
+from gan.train import CONF_DIR, ConfigError, prepare, train, train_pack
 from tests.conftest import compose_train, fast_overrides, image_tags, scalars
 from tests.test_train import SCALAR_TAGS, run, weights
 
@@ -36,15 +36,13 @@ def test_every_preset_is_in_the_switch_list():
     )
 
 
-@pytest.mark.parametrize("act", ACTIVATION_NAMES)
 @pytest.mark.parametrize("switch", list(SWITCHES))
-def test_every_switch_trains_with_every_activation(tmp_path, tiny_mnist, switch, act):
-    run_dir = tmp_path / "run"
+def test_every_switch_trains_with_every_activation(tmp_path, tiny_mnist, switch):
+    """The switch with each of the 13 activations in G and D: one pack of 13 members (one per activation), each
+    finished with finite losses at every step (logging every step checks every step)."""
     overrides = fast_overrides(
         tiny_mnist,
         **{
-            "model.g_act": act,
-            "model.d_act": act,
             "model.g_hidden": "[16,16]",
             "model.d_hidden": "[16,16]",
             "trainer.max_epochs": -1,
@@ -52,15 +50,21 @@ def test_every_switch_trains_with_every_activation(tmp_path, tiny_mnist, switch,
             "trainer.enable_checkpointing": False,
         },
     )
-    cfg = compose_train(overrides + ["~logger"] + SWITCHES[switch], run_dir)
-    summary = train(cfg)  # a non-finite loss at any step would raise (logging every step checks every step)
-    assert summary["iterations"] == 2
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "finished"
-    for override in SWITCHES[switch]:
-        key, value = override.split("=")
-        if key.startswith(("model.", "data.")):
-            assert str(OmegaConf.select(cfg, key)) == value
+    plans = [
+        prepare(compose_train(overrides + ["~logger", f"model.g_act={act}", f"model.d_act={act}"] + SWITCHES[switch],
+                              tmp_path / act))
+        for act in ACTIVATION_NAMES
+    ]
+    summaries = train_pack(plans)
+    assert [s["status"] for s in summaries] == ["finished"] * len(ACTIVATION_NAMES)
+    assert {s["iterations"] for s in summaries} == {2}
+    for act, plan in zip(ACTIVATION_NAMES, plans):
+        results = json.loads((tmp_path / act / "results.json").read_text())
+        assert results["status"] == "finished" and results["config"]["model"]["g_act"] == act
+        for override in SWITCHES[switch]:
+            key, value = override.split("=")
+            if key.startswith(("model.", "data.")):
+                assert str(OmegaConf.select(plan.cfg, key)) == value
 
 
 def _linear_critic_step(tiny_mnist: Path, **options) -> tuple[GANModule, list[torch.Tensor], torch.Tensor, float]:

@@ -1,0 +1,160 @@
+"""Packed populations: member k of a pack trains exactly as the same config alone; checkpoints split and merge;
+each member's run directory is what a run alone writes; a diverging member stops alone; evaluation is batched."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gan.evaluation import score_members
+from gan.evaluator import load_evaluator
+from gan.metrics import score_samples
+from gan.module import GANModule, member_hparams
+from gan.packing import group_packs, member_checkpoint, merge_checkpoints, pack_key
+from gan.sample import draw
+from gan.train import prepare, train_pack
+from tests.conftest import compose_train, fast_overrides, scalars
+
+SMALL = ["model.g_hidden=[32,32]", "model.d_hidden=[32,32]", "data.batch_size=16", "trainer.max_epochs=-1",
+         "trainer.max_steps=100", "trainer.log_every_n_steps=10"]
+# Members that differ in everything a pack lets them differ in.
+MIXED = {
+    "plain": [],
+    "other_seed_tanh_sigmoid_out": ["seed=7", "model.g_act=tanh", "model.g_out_act=sigmoid", "model.d_act=elu"],
+    "lsgan_lr": ["seed=3", "model.loss=lsgan", "model.optimizer_g.lr=1e-3", "model.optimizer_d.betas=[0.9,0.99]",
+                 "model.g_out_act=hardtanh", "model.act_params.hardtanh.max_val=2"],
+    "hinge_prelu": ["seed=4", "model.loss=hinge", "model.g_act=prelu", "model.d_act=leaky_relu",
+                    "model.act_params.leaky_relu.negative_slope=0.1"],
+    "minimax_identity_out": ["seed=5", "model.loss=minimax", "model.g_act=gelu", "model.d_out_act=tanh"],
+}
+# Members with every stability switch (the pack shares batch norm in G, layer norm in D, minibatch std and EMA).
+SHARED_TRICKS = ["model.g_norm=batch", "model.d_norm=layer", "model.d_minibatch_std=true", "model.g_ema=true"]
+TRICKS = {
+    "spectral_norm_r1": ["model.d_spectral_norm=true", "model.r1_weight=1.0", "model.g_ema_decay=0.9"],
+    "wgan_gp_noise": ["seed=1", "model.loss=wgan-gp", "model.instance_noise=0.1", "model.g_act=elu"],
+    "augment_smoothing": ["seed=2", "data.augment=[translation,cutout]", "model.label_smoothing=0.1",
+                          "model.g_ema_decay=0.5"],
+    "plain_with_tricks": ["seed=3", "model.d_act=tanh"],
+}
+
+
+def plans_for(tmp_path: Path, data: Path, members: dict[str, list[str]], shared: list[str], tag: str) -> list:
+    return [
+        prepare(compose_train(fast_overrides(data) + SMALL + shared + extra, tmp_path / f"{tag}_{name}"))
+        for name, extra in members.items()
+    ]
+
+
+def checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two run directories hold the same training: weights, optimizer states, random streams, logged losses."""
+    ca, cb = checkpoint(a), checkpoint(b)
+    assert ca["hyper_parameters"] == cb["hyper_parameters"]
+    assert set(ca["state_dict"]) == set(cb["state_dict"])
+    for name, value in ca["state_dict"].items():
+        assert torch.allclose(value.float(), cb["state_dict"][name].float(), atol=1e-5, rtol=0), name
+    for oa, ob in zip(ca["optimizer_states"], cb["optimizer_states"]):
+        assert oa["param_groups"] == ob["param_groups"]
+        for i, state in oa["state"].items():
+            for key, value in state.items():
+                if i in ob["state"]:
+                    assert torch.allclose(value, ob["state"][i][key], atol=1e-5, rtol=0), (i, key)
+                elif key != "step":  # a slot only another member of the pack used (a PReLU slope): untouched
+                    assert not value.any(), (i, key)
+    assert all(torch.equal(x, y) for x, y in zip(ca["gan_rng"]["members"], cb["gan_rng"]["members"]))
+    sa, sb = scalars(a), scalars(b)
+    assert {t for t in sa if t.startswith("train/")} == {t for t in sb if t.startswith("train/")}
+    for tag in (t for t in sa if t.startswith("train/")):
+        assert [s for s, _ in sa[tag]] == [s for s, _ in sb[tag]]
+        assert [v for _, v in sa[tag]] == pytest.approx([v for _, v in sb[tag]], abs=1e-5), tag
+    assert json.loads((a / "results.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("members,shared", [(MIXED, []), (TRICKS, SHARED_TRICKS)], ids=["mixed", "tricks"])
+def test_each_member_of_a_pack_trains_exactly_as_it_does_alone(tmp_path, tiny_mnist, members, shared):
+    """100 iterations: a pack of members that differ in seed, activations (output ones included), loss and
+    learning rates, or in every stability switch, against each member trained alone."""
+    packed = plans_for(tmp_path, tiny_mnist, members, shared, "pack")
+    summaries = train_pack(packed)
+    assert [s["status"] for s in summaries] == ["finished"] * len(members)
+    for plan, name in zip(packed, members):
+        alone = plans_for(tmp_path, tiny_mnist, {name: members[name]}, shared, "alone")
+        train_pack(alone)
+        assert_same_run(Path(plan.run_dir), Path(alone[0].run_dir))
+
+
+def test_the_same_initial_weights_as_alone():
+    alone = [GANModule(members=[member_hparams(seed=s, g_act=a)]) for s, a in ((0, "relu"), (5, "tanh"))]
+    pack = GANModule(members=[member_hparams(seed=0, g_act="relu"), member_hparams(seed=5, g_act="tanh")])
+    for k, single in enumerate(alone):
+        for name, value in single.state_dict().items():
+            assert torch.equal(pack.state_dict()[name][k : k + 1], value), name
+    assert not torch.equal(alone[0].generator.net.fc1.weight, alone[1].generator.net.fc1.weight)
+
+
+def test_member_checkpoints_split_from_a_pack_and_merge_back(tmp_path, tiny_mnist):
+    plans = plans_for(tmp_path, tiny_mnist, {"a": [], "b": ["seed=2", "model.g_act=tanh"]}, [], "split")
+    train_pack(plans)
+    members = [checkpoint(Path(p.run_dir)) for p in plans]
+    pack = merge_checkpoints(members)
+    assert pack["state_dict"]["fixed_noise"].shape[0] == 2
+    assert pack["optimizer_states"][0]["param_groups"][0]["lr"] == [2e-4, 2e-4]
+    for k, member in enumerate(members):
+        again = member_checkpoint(pack, k)
+        assert again["hyper_parameters"] == member["hyper_parameters"]
+        assert all(torch.equal(again["state_dict"][n], v) for n, v in member["state_dict"].items())
+        assert again["optimizer_states"][1]["param_groups"] == member["optimizer_states"][1]["param_groups"]
+    members[1]["global_step"] += 2
+    with pytest.raises(ValueError, match="different steps"):
+        merge_checkpoints(members)
+
+
+def test_pack_keys_separate_what_a_pack_must_share():
+    base = compose_train(["trainer.max_epochs=3"])
+    from omegaconf import OmegaConf
+
+    def key(*overrides: str) -> str:
+        return pack_key(OmegaConf.to_container(compose_train(["trainer.max_epochs=3", *overrides]), resolve=True))
+
+    same = {key(), key("seed=4"), key("model.g_act=tanh", "model.d_act=elu"), key("model.loss=hinge"),
+            key("model.optimizer_g.lr=1e-3"), key("data.augment=cutout"), key("model.d_spectral_norm=true"),
+            key("model.r1_weight=2"), key("stability=instance_noise")}
+    assert len(same) == 1 and base is not None
+    different = [key("model.g_hidden=[64]"), key("data.batch_size=32"), key("model.d_steps=2"),
+                 key("trainer.max_epochs=4"), key("data.train_size=1000"), key("model.g_norm=batch"),
+                 key("model.g_ema=true"), key("model.optimizer_g._target_=gan.optim.SGD", "~model.optimizer_g.betas")]
+    assert len(set(different) | same) == len(different) + 1
+    assert group_packs(["a", "b", "a", "a", "b"], max_members=2) == [[0, 2], [3], [1, 4]]
+    assert group_packs(["a", "b", "a"]) == [[0, 2], [1]]
+
+
+def test_a_diverging_member_stops_alone(tmp_path, tiny_mnist):
+    """A NaN leaky slope makes member 1's D output NaN at once: it is recorded diverged and frozen, the others
+    train exactly as they do alone."""
+    members = {"ok": [], "nan": ["seed=1", "model.act_params.leaky_relu.negative_slope=nan"],
+               "ok2": ["seed=2", "model.d_act=elu"]}
+    packed = plans_for(tmp_path, tiny_mnist, members, [], "div")
+    summaries = train_pack(packed)
+    assert [s["status"] for s in summaries] == ["finished", "diverged", "finished"]
+    results = json.loads((Path(packed[1].run_dir) / "results.json").read_text())
+    assert results["status"] == "diverged" and "non-finite loss in iteration 9:" in results["reason"]
+    assert not (Path(packed[1].run_dir) / "checkpoints" / "last.ckpt").exists()  # it never had a good epoch end
+    alone = plans_for(tmp_path, tiny_mnist, {"ok2": members["ok2"]}, [], "div_alone")
+    train_pack(alone)
+    assert_same_run(Path(packed[2].run_dir), Path(alone[0].run_dir))
+
+
+def test_batched_evaluation_equals_each_member_scored_alone(tmp_path, tiny_mnist):
+    evaluator = load_evaluator(tiny_mnist, min_accuracy=0.0)
+    members = [member_hparams(seed=0), member_hparams(seed=1, g_out_act="sigmoid", g_act="tanh")]
+    pack = GANModule(members=members).eval()
+    scores = score_members(evaluator, pack, [0, 1], num_samples=300, seed=3, ema=None, images_per_pass=450)
+    for k, member in enumerate(members):
+        alone = GANModule(members=[member]).eval()
+        expected = score_samples(evaluator, draw(alone, 300, 3), alone.data_range)
+        assert scores[k] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert scores[0] != scores[1]
