@@ -168,8 +168,8 @@ class MemberLosses:
         """
         if tensors[0].device.type == "cpu" and tensors[0].shape[0] > 1:
             owner = {k: g for g, (_, idx) in enumerate(self.groups) for k in idx}
-            return torch.cat([fn(self.groups[owner[k]][0], slice(k, k + 1), *(t[k : k + 1] for t in tensors))
-                              for k in range(tensors[0].shape[0])])
+            rows = zip(*(t.split(1) for t in tensors))  # split, not t[k:k+1]: one backward for all members
+            return torch.cat([fn(self.groups[owner[k]][0], slice(k, k + 1), *row) for k, row in enumerate(rows)])
         if len(self.groups) == 1:
             return fn(self.groups[0][0], slice(None), *tensors)
         out = None

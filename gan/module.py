@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Sequence
 
 import hydra
 import lightning as L
@@ -464,20 +465,17 @@ class GANModule(L.LightningModule):
             penalty = gp if penalty is None else penalty + gp
         return real_logits, penalty
 
-    def spectral_norm_updates(self, mask: torch.Tensor):
-        """A context in which D's power iterations update only the members in ``mask``."""
+    @contextmanager
+    def spectral_norm_updates(self, mask: torch.Tensor) -> Iterator[None]:
+        """A block in which D's power iterations update only the members in ``mask``."""
         layers = self.discriminator.linear_layers()
-
-        class _Narrowed:
-            def __enter__(self_inner) -> None:
-                for layer in layers:
-                    layer.sn_update_mask = mask
-
-            def __exit__(self_inner, *exc: object) -> None:
-                for layer in layers:
-                    layer.sn_update_mask = None
-
-        return _Narrowed()
+        for layer in layers:
+            layer.sn_update_mask = mask
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.sn_update_mask = None
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
@@ -579,8 +577,7 @@ class GANModule(L.LightningModule):
         if not frozen:
             return []
         index = torch.tensor(frozen, device=self.device)
-        tensors = list(tensors) + [self.generator_ema_updates]
-        return [(t, index, t[index].clone()) for t in tensors]
+        return [(t, index, t[index].clone()) for t in [*tensors, self.generator_ema_updates]]
 
     @staticmethod
     def _restore_frozen(saved: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:

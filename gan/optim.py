@@ -148,25 +148,23 @@ class Adam(StackedOptimizer):
         torch._foreach_add_(steps, 1)
         beta1 = self.columns(group, "betas", params, 0)
         beta2 = self.columns(group, "betas", params, 1)
+        # torch's foreach Adam, with each member's hyperparameters as [K, 1, ...] factors (9 passes over the state)
         torch._foreach_lerp_(exp_avgs, grads, self.columns(group, "betas", params, 0, "one_minus"))
         torch._foreach_mul_(exp_avg_sqs, beta2)
-        squares = torch._foreach_mul(grads, grads)
-        torch._foreach_mul_(squares, self.columns(group, "betas", params, 1, "one_minus"))
-        torch._foreach_add_(exp_avg_sqs, squares)
-        bias_correction1 = torch._foreach_pow(beta1, steps)  # 1 - beta1^t, below
+        torch._foreach_addcmul_(exp_avg_sqs, grads, torch._foreach_mul(grads, self.columns(group, "betas", params, 1, "one_minus")))
+        bias_correction1 = torch._foreach_pow(beta1, steps)  # 1 - beta1^t, below (tiny [K, 1, ...] tensors)
         torch._foreach_neg_(bias_correction1)
         torch._foreach_add_(bias_correction1, 1)
         bias_correction2 = torch._foreach_pow(beta2, steps)
         torch._foreach_neg_(bias_correction2)
         torch._foreach_add_(bias_correction2, 1)
         torch._foreach_sqrt_(bias_correction2)
+        step_size = torch._foreach_div(self.columns(group, "lr", params), bias_correction1)
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denom, bias_correction2)
         torch._foreach_add_(denom, self.columns(group, "eps", params))
-        step_size = torch._foreach_div(self.columns(group, "lr", params), bias_correction1)
-        update = torch._foreach_div(exp_avgs, denom)
-        torch._foreach_mul_(update, step_size)
-        torch._foreach_sub_(params, update)
+        torch._foreach_div_(denom, step_size)  # p -= exp_avg / (denom / step_size): the step size folded in
+        torch._foreach_addcdiv_(params, exp_avgs, denom, value=-1.0)
 
 
 class SGD(StackedOptimizer):

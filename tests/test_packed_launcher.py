@@ -14,7 +14,7 @@ from tests.test_train import _cli
 
 EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=1"]
 SMALL = ["model.g_hidden=[32]", "model.d_hidden=[32]"]
-GRID = ["model.g_act=relu,tanh", "model.d_act=leaky_relu,elu", "seed=0,1"]
+GRID = ["model.g_act=relu,tanh", "model.d_act=leaky_relu,elu"]
 
 
 def sweep_with(tmp_path: Path, data: Path, name: str, *args: str, check: bool = True):
@@ -34,13 +34,13 @@ def results(job: Path) -> dict:
 
 
 def test_a_packed_sweep_gives_the_same_runs_as_the_unpacked_one(tmp_path, tiny_mnist):
-    """8 jobs as one pack against the basic launcher's 8 processes-worth of runs: same folders, files, weights,
-    logged losses and metrics."""
+    """4 jobs as one pack against the basic launcher's runs: same folders, files, weights, logged losses and
+    metrics."""
     plain, _ = sweep_with(tmp_path, tiny_mnist, "plain", *GRID, *EVAL_ON, "trainer.max_epochs=2")
     packed, proc = sweep_with(tmp_path, tiny_mnist, "packed", "hydra/launcher=packed", *GRID, *EVAL_ON,
                               "trainer.max_epochs=2")
-    assert "Training 8 of 8 jobs in 1 pack(s): 8 members" in proc.stdout + proc.stderr
-    assert jobs(plain).keys() == jobs(packed).keys() and len(jobs(plain)) == 8
+    assert "Training 4 of 4 jobs in 1 pack(s): 4 members" in proc.stdout + proc.stderr
+    assert jobs(plain).keys() == jobs(packed).keys() and len(jobs(plain)) == 4
     for name, job in jobs(packed).items():
         other = jobs(plain)[name]
         files = sorted(str(p.relative_to(job)) for p in job.rglob("*") if "events." not in p.name)
@@ -56,7 +56,7 @@ def test_a_packed_sweep_gives_the_same_runs_as_the_unpacked_one(tmp_path, tiny_m
         sa, sb = scalars(job), scalars(other)
         assert [v for _, v in sa["train/g_loss"]] == pytest.approx([v for _, v in sb["train/g_loss"]], abs=1e-5)
     report = _cli("gan.report", str(packed), cwd=tmp_path)
-    assert report.returncode == 0 and (packed / "report.md").is_file() and "8 runs: 8 finished" in (
+    assert report.returncode == 0 and (packed / "report.md").is_file() and "4 runs: 4 finished" in (
         packed / "report.md"
     ).read_text()
     sample = _cli("gan.sample", f"ckpt_path={next(iter(jobs(packed).values()))}/checkpoints/best-fid.ckpt",
