@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.activations import build_activation
+from gan.activations import ActivationError, build_activation
 
 
 def member_generators(seeds: Sequence[int], salt: int) -> list[torch.Generator]:
@@ -207,6 +207,11 @@ class MemberActivation(nn.Module):
         for k, (name, p) in enumerate(zip(names, params)):
             p = dict(p or {})
             module = build_activation(name, p, where)  # validates the name and the parameters
+            if name == "prelu" and int(p.get("num_parameters", 1)) != 1:
+                raise ActivationError(
+                    f"model.act_params.prelu.num_parameters={p['num_parameters']!r} for {where}: this lab learns one "
+                    "PReLU slope per layer (per member of a pack). Drop num_parameters, or set it to 1."
+                )
             key = (name, repr(sorted(p.items())) if name != "prelu" else "")
             groups.setdefault(key, []).append(k)
             modules.setdefault(key, module)

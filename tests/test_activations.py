@@ -112,3 +112,12 @@ def test_generator_can_reach_both_ends_of_its_data_range(name):
     lo, hi = data_range(name)
     blo, bhi = output_bounds(name)
     assert blo <= lo < hi <= bhi
+
+
+def test_prelu_with_one_slope_per_unit_is_refused_not_ignored():
+    from gan.activations import ActivationError
+    from gan.population import MemberActivation
+
+    with pytest.raises(ActivationError, match="num_parameters=16 for model.g_act: this lab learns one PReLU slope"):
+        MemberActivation(["prelu"], [{"num_parameters": 16}], "model.g_act")
+    assert MemberActivation(["prelu"], [{"num_parameters": 1}], "model.g_act").prelu_weight.shape == (1,)
