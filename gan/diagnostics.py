@@ -10,7 +10,14 @@ hidden layer K of each network:
   0 for activations without finite bounds (identity, leaky_relu);
 - ``pre_mean``, ``pre_std``, ``act_mean``, ``act_std``: pre-activation and activation statistics;
 - ``grad_norm``: L2 norm of the layer's weight and bias gradients from the latest update of that network;
-- histograms ``diag/{G,D}/layerK/pre`` and ``.../act`` (``diag.histograms``).
+- histograms ``diag/{G,D}/layerK/pre`` and ``.../act`` (``diag.histograms``);
+- ``diag/G/jacobian_log_cond_mean`` and ``..._std``: G's conditioning (Odena et al. 2018): the log condition
+  number (largest over smallest singular value) of G's input-output Jacobian at each of ``diag.jacobian_samples``
+  probe z, its mean and spread over those z.
+
+The latest probe's summary (per network the dead and saturated shares averaged over hidden layers, and G's
+conditioning) is kept in results.json under ``diagnostics``; the run's last iteration is always probed, so a
+finished run's record says what its final networks do.
 
 G is probed on fresh noise from each member's own seeded generator (the training's random stream is untouched), D on the
 current real batch together with as many fakes. A probe leaves no trace on training: the networks' buffers
@@ -19,6 +26,7 @@ current real batch together with as many fakes. A probe leaves no trace on train
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -116,6 +124,62 @@ def grad_norms(net: nn.Sequential) -> dict[int, torch.Tensor]:
     return norms
 
 
+def jacobian_singular_values(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Singular values of G's input-output Jacobian at each z: z [K, n, latent] -> [K, n, min(latent, out)]
+    (descending; NaN for a member whose Jacobian is not finite).
+
+    The Jacobian's columns are forward-mode products J e_j, taken by the double-backward trick (the gradient of
+    the vector-Jacobian product J^T u with respect to u), with the latent basis spread over the batch: each z
+    repeated once per latent direction, so one forward and two backward passes give every column. G runs in
+    eval mode for the call (batch norm's running statistics), so that samples do not depend on each other.
+    """
+    members, n, latent = z.shape
+    was_training = generator.training
+    generator.eval()
+    try:
+        with torch.enable_grad():
+            repeated = z.detach().repeat_interleave(latent, dim=1).requires_grad_(True)  # [K, n * latent, latent]
+            y = generator(repeated)
+            u = torch.zeros_like(y, requires_grad=True)
+            (vjp,) = torch.autograd.grad(y, repeated, u, create_graph=True)
+            basis = torch.eye(latent, dtype=vjp.dtype, device=vjp.device).repeat(n, 1).expand(members, -1, -1)
+            (columns,) = torch.autograd.grad(vjp, u, basis)  # row (i, j) = J(z_i) e_j
+    finally:
+        generator.train(was_training)
+    jacobians = columns.detach().view(members, n, latent, -1).transpose(-1, -2)  # [K, n, out, latent]
+    values = torch.full((members, n, min(jacobians.shape[-2:])), math.nan, dtype=jacobians.dtype, device=jacobians.device)
+    finite = torch.isfinite(jacobians).flatten(1).all(1)  # the SVD refuses non-finite input: NaN for such members
+    if bool(finite.any()):
+        values[finite] = torch.linalg.svdvals(jacobians[finite])
+    return values
+
+
+def jacobian_conditioning(generator: nn.Module, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean and standard deviation over the z of log(s_max / s_min) of G's Jacobian, per member ([K] each). A
+    rank-deficient Jacobian (s_min = 0: e.g. a layer of dead units narrower than the latent) counts as
+    log(s_max / tiny), a very large but finite number."""
+    with buffers_restored(generator):
+        values = jacobian_singular_values(generator, z)
+    tiny = torch.finfo(values.dtype).tiny
+    log_cond = values[..., 0].clamp_min(tiny).log() - values[..., -1].clamp_min(tiny).log()
+    return {"log_cond_mean": log_cond.mean(1), "log_cond_std": log_cond.std(1, unbiased=False)}
+
+
+def summarize(scalars: Mapping[str, float]) -> dict[str, float]:
+    """One member's probe as results.json keeps it: per network the dead and saturated shares averaged over its
+    hidden layers, and G's conditioning."""
+    summary: dict[str, float] = {}
+    for net in ("G", "D"):
+        for stat in ("dead", "saturated"):
+            values = [v for tag, v in scalars.items() if tag.startswith(f"diag/{net}/layer") and tag.endswith(f"/{stat}")]
+            if values:
+                summary[f"{net}_{stat}"] = sum(values) / len(values)
+    for stat in ("log_cond_mean", "log_cond_std"):
+        if f"diag/G/jacobian_{stat}" in scalars:
+            summary[f"G_jacobian_{stat}"] = scalars[f"diag/G/jacobian_{stat}"]
+    return summary
+
+
 class ActivationDiagnostics(MemberCallback):
     """Logs the per-layer diagnostics above every ``every_n_steps`` iterations, for each member into its own
     loggers (its probe noise from its own seed)."""
@@ -127,20 +191,37 @@ class ActivationDiagnostics(MemberCallback):
         histograms: bool = True,
         dead_threshold: float = 1e-6,
         saturation_margin: float = 0.01,
+        jacobian_samples: int = 16,
     ) -> None:
         self.enabled = bool(enabled)
+        self.jacobian_samples = int(jacobian_samples)
         self.every_n_steps = int(every_n_steps)
         self.histograms = bool(histograms)
         self.dead_threshold = float(dead_threshold)
         self.saturation_margin = float(saturation_margin)
         self.noise: list[torch.Generator] | None = None
+        self._last_batch: torch.Tensor | None = None
+        self._probed_at = -1
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: torch.Tensor, batch_idx: int
     ) -> None:
-        iteration = pl_module.iteration
-        if not self.enabled or self.every_n_steps < 1 or iteration % self.every_n_steps:
+        if not self.enabled or self.every_n_steps < 1:
             return
+        self._last_batch = batch
+        if pl_module.iteration % self.every_n_steps == 0:
+            self.probe(pl_module, batch)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The final networks are always probed: the record's ``diagnostics`` describe what the run ended with."""
+        if self._last_batch is not None and self._probed_at != pl_module.iteration:
+            self.probe(pl_module, self._last_batch)
+        self._last_batch = None
+
+    def probe(self, pl_module: L.LightningModule, batch: torch.Tensor) -> None:
+        """Probe every live member on ``batch`` (real images) and fresh noise; log and keep the summary."""
+        iteration = pl_module.iteration
+        self._probed_at = iteration
         hp = pl_module.member_hparams
         if self.noise is None:
             self.noise = member_generators([m["seed"] for m in hp], DIAGNOSTICS_STREAM)
@@ -172,5 +253,11 @@ class ActivationDiagnostics(MemberCallback):
                         for experiment in run.experiments("add_histogram"):
                             experiment.add_histogram(f"{prefix}/pre", found["pre"][run.index].float().cpu(), iteration)
                             experiment.add_histogram(f"{prefix}/act", found["act"][run.index].float().cpu(), iteration)
+        if self.jacobian_samples > 0:
+            conditioning = jacobian_conditioning(pl_module.generator, z[:, : self.jacobian_samples])
+            for name, values in conditioning.items():
+                for run, value in zip(live, values[[run.index for run in live]].tolist()):
+                    scalars[run.index][f"diag/G/jacobian_{name}"] = value
         for run in live:
             run.log_metrics(scalars[run.index], iteration)
+            run.record.data["diagnostics"] = {"iteration": iteration, **summarize(scalars[run.index])}

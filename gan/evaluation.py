@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from gan.callbacks import MemberCallback, save_member_checkpoints
+from gan.diagnostics import jacobian_conditioning
 from gan.evaluator import MIN_TEST_ACCURACY, Evaluator, load_evaluator
 from gan.metrics import METRIC_NAMES, diversity, features_metrics
 from gan.results import MemberRun
@@ -102,9 +103,9 @@ def score_members(
             continue
         ranges = [module.data_ranges[group[i]] for i in finite]
         feats, logits = evaluator.embed_members(samples[finite], ranges)
+        real, radii = evaluator.test_features.to(feats.device), evaluator.test_radii.to(feats.device)
         for j, i in enumerate(finite):
-            scores[group[i]] = features_metrics(feats[j], logits[j], evaluator.test_features.to(feats.device),
-                                                evaluator.test_radii.to(feats.device))
+            scores[group[i]] = features_metrics(feats[j], logits[j], real, radii)
     return scores
 
 
@@ -119,6 +120,7 @@ class SampleQuality(MemberCallback):
         num_samples: int = 10000,
         seed: int = 0,
         min_evaluator_accuracy: float = MIN_TEST_ACCURACY,
+        jacobian_samples: int = 16,
     ) -> None:
         self.data_root = data_root
         self.enabled = bool(enabled)
@@ -126,6 +128,8 @@ class SampleQuality(MemberCallback):
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.min_evaluator_accuracy = float(min_evaluator_accuracy)
+        self.jacobian_samples = int(jacobian_samples)
+        self._diversity: dict[int, float] = {}
         self.evaluator: Evaluator | None = None
         self._hparams_logged: set[int] = set()
         self._last_eval_iteration = -1
@@ -155,7 +159,9 @@ class SampleQuality(MemberCallback):
             grids = pl_module.sample(pl_module.fixed_noise, ema=ema)[members]
             feats, _ = self.evaluator.embed_members(grids, [pl_module.data_ranges[k] for k in members])
             for j, k in enumerate(members):
-                logged[k][f"eval{suffix}/diversity"] = diversity(feats[j], self.evaluator.test_features.to(feats.device))
+                logged[k][f"eval{suffix}/diversity"] = diversity(feats[j], self.evaluator.test_features)
+                if not suffix:
+                    self._diversity[k] = logged[k]["eval/diversity"]
         for run in live:
             run.log_metrics(logged[run.index], pl_module.iteration)
         if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
@@ -166,6 +172,16 @@ class SampleQuality(MemberCallback):
             self.evaluate(trainer, pl_module)
 
     # ------------------------------------------------------------------ evaluation
+    def conditioning(self, pl_module: L.LightningModule, members: Sequence[int]) -> dict[str, dict[int, float]]:
+        """G's Jacobian conditioning (``gan.diagnostics.jacobian_conditioning``) of the sampler that is scored, at
+        the first ``jacobian_samples`` evaluation z: {statistic: {member: value}} (empty when switched off)."""
+        if self.jacobian_samples <= 0:
+            return {}
+        z = eval_noise(self.jacobian_samples, pl_module.shared["latent_dim"], self.seed).to(pl_module.device)
+        z = z.unsqueeze(0).expand(pl_module.members, -1, -1)
+        found = jacobian_conditioning(pl_module.sampling_generator(None), z)
+        return {name: {k: float(values[k]) for k in members} for name, values in found.items()}
+
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[int, dict[str, float]]:
         """Score every training member; log, record, and keep each member's best-fid checkpoint."""
         assert self.evaluator is not None
@@ -177,6 +193,7 @@ class SampleQuality(MemberCallback):
             for suffix, ema in pl_module.sampler_variants()
         }
         eval_seconds = time.perf_counter() - start
+        conditioning = self.conditioning(pl_module, members)
         iteration = pl_module.iteration
         self._last_eval_iteration = iteration
         improved, pending = [], {}
@@ -193,6 +210,8 @@ class SampleQuality(MemberCallback):
                 "wall_s": run.record.wall_s,
                 "eval_s": round(eval_seconds / max(1, len(live)), 2),
                 **scored["eval"][k],
+                "diversity": self._diversity.get(k, math.nan),
+                **{f"jacobian_{name}": values[k] for name, values in conditioning.items()},
             }
             if "eval_no_ema" in scored:
                 record["no_ema"] = scored["eval_no_ema"][k]

@@ -149,6 +149,7 @@ class MemberLosses:
         for k, name in enumerate(names):
             groups.setdefault(name, []).append(k)
         self.groups = [(LOSSES[name](), idx) for name, idx in groups.items()]
+        self.loss_of = [loss for k in range(len(names)) for loss, idx in self.groups if k in idx]
         self.gradient_penalty = [c.gradient_penalty for c in classes]
         self._tensors: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -167,9 +168,8 @@ class MemberLosses:
         training amplifies last bits; per member, a pack computes exactly what a population of one does.
         """
         if tensors[0].device.type == "cpu" and tensors[0].shape[0] > 1:
-            owner = {k: g for g, (_, idx) in enumerate(self.groups) for k in idx}
             rows = zip(*(t.split(1) for t in tensors))  # split, not t[k:k+1]: one backward for all members
-            return torch.cat([fn(self.groups[owner[k]][0], slice(k, k + 1), *row) for k, row in enumerate(rows)])
+            return torch.cat([fn(self.loss_of[k], slice(k, k + 1), *row) for k, row in enumerate(rows)])
         if len(self.groups) == 1:
             return fn(self.groups[0][0], slice(None), *tensors)
         out = None

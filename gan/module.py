@@ -296,6 +296,8 @@ class GANModule(L.LightningModule):
         self.r1_weights = [m["r1_weight"] for m in members]
         self.gp_members = [k for k, m in enumerate(members) if self.losses.gradient_penalty[k] and m["gp_weight"] > 0]
         self.noisy_members = [k for k, m in enumerate(members) if m["instance_noise"] > 0]
+        self._constants: dict[tuple, torch.Tensor] = {}
+        self._ema_started: bool | None = None  # read from the update counter once (it survives a resume)
         self.streams: MemberStreams | None = None
         self._saved_streams: Mapping[str, Any] | None = None
         self._instance_noise_iters = [0] * self.members
@@ -309,6 +311,17 @@ class GANModule(L.LightningModule):
                         generator=torch.Generator().manual_seed(m["fixed_noise_seed"]))
             for m in members
         ]))
+
+    def _constant(self, name: str, values: Sequence[float], like: torch.Tensor, dims: int = 1,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Fixed per-member values (indices, penalty weights, EMA factors) as a [K, 1, ...] tensor on ``like``'s
+        device, built once: the training step does not copy them to the device at every update."""
+        key = (name, like.device, dtype or like.dtype, dims)
+        if key not in self._constants:
+            self._constants[key] = torch.tensor(list(values), dtype=dtype or like.dtype, device=like.device).view(
+                -1, *([1] * (dims - 1))
+            )
+        return self._constants[key]
 
     @staticmethod
     def _groups(values: Sequence[Any], skip: Any) -> list[tuple[Any, list[int]]]:
@@ -418,9 +431,9 @@ class GANModule(L.LightningModule):
         """What D sees of an image batch [K, B, 1024], real or fake: each member's augmentation
         (``data.augment``), then its instance noise (std ``model.instance_noise`` in units of half its data range,
         decaying linearly to 0). Members without them see ``x`` unchanged, and draw nothing."""
-        for policy, members in self.augment_groups:
-            index = torch.tensor(members, device=x.device)
-            background = torch.tensor([self.data_ranges[k][0] for k in members], device=x.device)
+        for g, (policy, members) in enumerate(self.augment_groups):
+            index = self._constant(f"augment{g}", members, x, dtype=torch.long)
+            background = self._constant(f"background{g}", [self.data_ranges[k][0] for k in members], x)
             generators = [self.streams.generators[k] for k in members]
             part = diff_augment(x[index], policy, background, generators)
             x = part if len(members) == self.members else x.index_put((index,), part)
@@ -431,7 +444,7 @@ class GANModule(L.LightningModule):
             if len(noisy) == self.members:
                 x = x + noise
             else:
-                index = torch.tensor(noisy, device=x.device)
+                index = torch.tensor(noisy, device=x.device)  # changes as members' noise decays to 0
                 x = x.index_put((index,), x[index] + noise)
         return x
 
@@ -442,11 +455,10 @@ class GANModule(L.LightningModule):
         losses and gradients are what they are alone). WGAN-GP's interpolates are drawn only by the members that
         use it, and only their spectral-norm vectors take the extra forward pass's power iteration.
         """
-        hp = self.member_hparams
         penalty = None
         if any(w > 0 for w in self.r1_weights):
             real_logits, r1 = r1_penalty(self.discriminator, real)
-            penalty = 0.5 * member_column(self.r1_weights, r1, dims=1) * r1
+            penalty = 0.5 * self._constant("r1_weight", self.r1_weights, r1) * r1
         else:
             real_logits = self.discriminator(real)
         gp_members = self.gp_members
@@ -454,14 +466,13 @@ class GANModule(L.LightningModule):
             eps = torch.ones(real.shape[:2] + (1,), device=real.device, dtype=real.dtype)
             drawn = self.streams.uniform((real.shape[1], 1), gp_members).to(real.dtype)
             eps = drawn if len(gp_members) == self.members else eps.index_put(
-                (torch.tensor(gp_members, device=real.device),), drawn
+                (self._constant("gp_members", gp_members, real, dtype=torch.long),), drawn
             )
-            mask = torch.zeros(self.members, dtype=torch.bool, device=real.device)
-            mask[gp_members] = True
+            mask = self._constant("gp_mask", [k in gp_members for k in range(self.members)], real, dtype=torch.bool)
             with self.spectral_norm_updates(mask):
                 gp = wgan_gp_penalty(self.discriminator, real, fake, eps)
-            weights = [m["gp_weight"] if k in gp_members else 0.0 for k, m in enumerate(hp)]
-            gp = member_column(weights, gp, dims=1) * gp
+            weights = [m["gp_weight"] if k in gp_members else 0.0 for k, m in enumerate(self.member_hparams)]
+            gp = self._constant("gp_weight", weights, gp) * gp
             penalty = gp if penalty is None else penalty + gp
         return real_logits, penalty
 
@@ -560,12 +571,15 @@ class GANModule(L.LightningModule):
             floats = [(a, c.detach()) for a, c in zip(averaged, current) if a.is_floating_point()]
             others = [(a, c) for a, c in zip(averaged, current) if not a.is_floating_point()]
             saved = self._frozen_slices([a for a, _ in floats + others])
-            if int(self.generator_ema_updates.max()) == 0:
+            if self._ema_started is None:  # one host read per fit, not one per update
+                self._ema_started = bool(self.generator_ema_updates.max() > 0)
+            if not self._ema_started:
                 for a, c in floats + others:
                     a.copy_(c)
+                self._ema_started = True
             else:
-                weights = [member_column([1.0 - m["g_ema_decay"] for m in self.member_hparams], a, a.dim())
-                           for a, _ in floats]
+                factors = [1.0 - m["g_ema_decay"] for m in self.member_hparams]
+                weights = [self._constant("ema", factors, a, a.dim()) for a, _ in floats]
                 torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weights)
                 for a, c in others:
                     a.copy_(c)

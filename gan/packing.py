@@ -30,6 +30,8 @@ MEMBER_CONFIG_KEYS = (
     "data.seed", "data.augment", "logger.save_dir", "trainer.default_root_dir",
 )
 DATAMODULE_KEY = "MNISTDataModule"
+# Checkpoint entries that hold one part per member; every other entry (loops, epoch, step, ...) the pack shares.
+PER_MEMBER_ENTRIES = ("state_dict", "hyper_parameters", "optimizer_states", DATAMODULE_KEY, "gan_rng")
 
 
 def _drop(config: dict[str, Any], dotted: str) -> None:
@@ -114,8 +116,7 @@ def _merged_optimizer_state(states: Sequence[Mapping[str, Any]]) -> dict[str, An
 # ----------------------------------------------------------------------------- checkpoints
 def member_checkpoint(pack: Mapping[str, Any], k: int) -> dict[str, Any]:
     """Member ``k``'s checkpoint, as a population of one would have written it."""
-    out = {key: value for key, value in pack.items()
-           if key not in ("state_dict", "hyper_parameters", "optimizer_states", DATAMODULE_KEY, "gan_rng")}
+    out = {key: value for key, value in pack.items() if key not in PER_MEMBER_ENTRIES}
     out["state_dict"] = {name: _slice(t, k) for name, t in pack["state_dict"].items()}
     out["hyper_parameters"] = {"members": [pack["hyper_parameters"]["members"][k]]}
     out["optimizer_states"] = [_member_optimizer_state(s, k) for s in pack.get("optimizer_states", [])]
@@ -137,8 +138,7 @@ def merge_checkpoints(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     steps = {m.get("global_step") for m in members}
     if len(steps) != 1:
         raise CheckpointMismatch(f"member checkpoints from different steps cannot resume as one pack: {sorted(steps)}")
-    out = {key: value for key, value in first.items()
-           if key not in ("state_dict", "hyper_parameters", "optimizer_states", DATAMODULE_KEY, "gan_rng")}
+    out = {key: value for key, value in first.items() if key not in PER_MEMBER_ENTRIES}
     out["state_dict"] = {name: torch.cat([m["state_dict"][name] for m in members]) for name in first["state_dict"]}
     out["hyper_parameters"] = {"members": [h for m in members for h in m["hyper_parameters"]["members"]]}
     out["optimizer_states"] = [

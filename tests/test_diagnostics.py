@@ -1,9 +1,13 @@
 """Activation diagnostics on networks with known weights, and in a real (tiny) run."""
 
+import json
+
 import pytest
 import torch
 
-from gan.diagnostics import grad_norms, hidden_layers, layer_stats, probe
+from gan.diagnostics import (
+    grad_norms, hidden_layers, jacobian_conditioning, jacobian_singular_values, layer_stats, probe,
+)
 from gan.networks import Discriminator, Generator
 from tests.test_train import SCALAR_TAGS, run
 from tests.conftest import scalars
@@ -89,3 +93,67 @@ def test_diagnostics_in_a_run_log_every_layer_and_leave_training_alone(tmp_path,
     acc = EventAccumulator(str(probed / "tensorboard"), size_guidance={"histograms": 0})
     acc.Reload()
     assert "diag/G/layer1/pre" in acc.Tags()["histograms"]
+
+
+def test_the_last_iteration_is_probed_and_its_summary_recorded(tmp_path, tiny_mnist):
+    _, run_dir = run(tmp_path, "probed", tiny_mnist, "trainer.max_epochs=1", "diag.enabled=true",
+                     "diag.every_n_steps=3", "diag.histograms=false")
+    series = scalars(run_dir)
+    assert [s for s, _ in series["diag/G/jacobian_log_cond_mean"]] == [3, 6, 8]  # 8 iterations: the end too
+    assert [s for s, _ in series["diag/D/layer2/dead"]] == [3, 6, 8]
+    summary = json.loads((run_dir / "results.json").read_text())["diagnostics"]
+    last = {tag: values[-1][1] for tag, values in series.items()}
+    assert summary["iteration"] == 8
+    assert summary["G_dead"] == pytest.approx(sum(last[f"diag/G/layer{k}/dead"] for k in (1, 2, 3)) / 3)
+    assert summary["D_saturated"] == pytest.approx(sum(last[f"diag/D/layer{k}/saturated"] for k in (1, 2, 3)) / 3)
+    assert summary["G_jacobian_log_cond_mean"] == pytest.approx(last["diag/G/jacobian_log_cond_mean"])
+
+
+def _generator(acts: list[str], out_act: str = "identity", norm: str = "none") -> Generator:
+    return Generator(6, [8, 7], acts, [out_act] * len(acts), [PARAMS] * len(acts),
+                     [torch.Generator().manual_seed(k) for k in range(len(acts))], norm=norm)
+
+
+def test_jacobian_of_a_linear_generator_is_its_weight_product():
+    G = _generator(["identity", "identity"])
+    z = torch.randn(2, 3, 6)
+    values = jacobian_singular_values(G, z)
+    weights = [layer.weight for layer in (G.net.fc1, G.net.fc2, G.net.out)]  # y = x @ W + b per member
+    for k in range(2):
+        product = weights[0][k] @ weights[1][k] @ weights[2][k]  # [latent, out] = J^T, the same at every z
+        expected = torch.linalg.svdvals(product.detach())
+        for i in range(3):
+            assert values[k, i].tolist() == pytest.approx(expected.tolist(), rel=1e-4)
+    found = jacobian_conditioning(G, z)
+    closed = [(s[0] / s[-1]).log().item() for s in (torch.linalg.svdvals((weights[0][k] @ weights[1][k] @
+              weights[2][k]).detach()) for k in range(2))]
+    assert found["log_cond_mean"].tolist() == pytest.approx(closed, rel=1e-4)
+    assert found["log_cond_std"].tolist() == pytest.approx([0.0, 0.0], abs=1e-4)
+
+
+def test_jacobian_of_a_nonlinear_generator_matches_autograd_and_leaves_it_as_it_was():
+    G = _generator(["tanh", "leaky_relu"], out_act="tanh", norm="batch")
+    G(torch.randn(2, 16, 6))  # running statistics away from their initial values
+    saved = {name: b.clone() for name, b in G.named_buffers()}
+    z = torch.randn(2, 4, 6)
+    values = jacobian_singular_values(G, z)
+    G.eval()
+    for k in range(2):
+        for i in range(4):
+            def member_output(x, k=k):
+                batch = z.clone()
+                batch[k, i] = x
+                return G(batch)[k, i]
+            jac = torch.autograd.functional.jacobian(member_output, z[k, i])  # [out, latent]
+            assert values[k, i].tolist() == pytest.approx(torch.linalg.svdvals(jac).tolist(), rel=1e-4, abs=1e-6)
+    G.train()
+    assert all(torch.equal(b, saved[name]) for name, b in G.named_buffers())
+    assert G.training  # the call's eval mode is undone
+
+
+def test_a_member_with_non_finite_weights_gets_nan_conditioning_and_the_others_do_not():
+    G = _generator(["tanh", "tanh"])
+    with torch.no_grad():
+        G.net.fc1.weight[1, 0, 0] = float("nan")
+    found = jacobian_conditioning(G, torch.randn(2, 3, 6))["log_cond_mean"]
+    assert torch.isfinite(found[0]) and torch.isnan(found[1])

@@ -32,6 +32,10 @@ def test_evaluations_are_logged_recorded_and_checkpointed(tmp_path, tiny_mnist):
     assert [s for s, _ in series["eval/fid"]] == [16, 24]  # no false point at step 0
     assert [s for s, _ in series["eval/diversity"]] == [8, 16, 24]  # every epoch
     assert summary["final_metrics"]["fid"] == results["final"]["fid"]
+    diversity = dict(series["eval/diversity"])
+    for record in results["evaluations"]:  # the fixed-noise diversity and G's conditioning at each evaluation
+        assert record["diversity"] == pytest.approx(diversity[record["iteration"]])
+        assert math.isfinite(record["jacobian_log_cond_mean"]) and record["jacobian_log_cond_std"] >= 0
 
 
 def test_evaluation_does_not_change_training(tmp_path, tiny_mnist):
