@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import nn
+
+from gan.errors import ConfigError
 
 INF = math.inf
 
@@ -54,15 +57,9 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
 ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
 
 
-class ActivationError(ValueError):
-    """An activation name or parameter in the config is not valid."""
-
-
 def _spec(name: str, where: str) -> ActivationSpec:
     if name not in ACTIVATIONS:
-        raise ActivationError(
-            f"Unknown activation {name!r} for {where}. Valid names: {', '.join(ACTIVATION_NAMES)}."
-        )
+        raise ConfigError(f"Unknown activation {name!r} for {where}. Valid names: {', '.join(ACTIVATION_NAMES)}.")
     return ACTIVATIONS[name]
 
 
@@ -71,12 +68,12 @@ def _valid_params(spec: ActivationSpec) -> list[str]:
 
 
 def check_activation(name: str, params: Mapping[str, Any] | None = None, where: str = "activation") -> None:
-    """Raise ActivationError naming the bad value and the valid choices; build nothing."""
+    """Raise ConfigError naming the bad value and the valid choices; build nothing."""
     spec = _spec(name, where)
     valid = _valid_params(spec)
     for key in params or {}:
         if key not in valid:
-            raise ActivationError(
+            raise ConfigError(
                 f"Unknown parameter {key!r} for activation {name!r} (model.act_params.{name}). "
                 f"Valid parameters: {', '.join(valid) or 'none'}."
             )

@@ -1,8 +1,8 @@
 """Differentiable augmentation for limited data (DiffAugment, Zhao et al. 2020), on flattened 32x32 images.
 
 Random transformations are applied to real and generated images before the discriminator sees them, in the
-training step (``GANModule.d_input``), so D cannot memorise a small training set while G still gets gradients through the
-transformation (every operation here is differentiable in the images). Policies:
+training step (``GANModule.d_input``), so D cannot memorise a small training set while G still gets gradients
+through the transformation (every operation here is differentiable in the images). Policies:
 
 - ``translation``: shift each image by up to 1/8 of its side (4 pixels) in x and y, filling with background;
 - ``cutout``: blank a square of half the side (16x16) at a random centre (clipped at the borders).
@@ -13,15 +13,12 @@ the original DiffAugment fills with 0 (mid-grey in [-1, 1]).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
+from gan.errors import ConfigError
 from gan.networks import IMAGE_SIZE
-
-
-class AugmentError(ValueError):
-    """An unknown augmentation policy."""
 
 
 def parse_policy(policy: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -32,7 +29,7 @@ def parse_policy(policy: str | Sequence[str] | None) -> tuple[str, ...]:
     names = [str(n).strip() for n in names if str(n).strip() and str(n).strip() != "none"]
     for name in names:
         if name not in POLICIES:
-            raise AugmentError(
+            raise ConfigError(
                 f"Unknown augmentation {name!r} in data.augment={policy!r}. Valid policies: {', '.join(POLICIES)} "
                 "(comma-separated to combine, e.g. data.augment=translation,cutout), or none."
             )

@@ -22,7 +22,8 @@ import json
 import statistics
 import tempfile
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -32,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from gan.activations import build_activation
+from gan.errors import ConfigError, exits_on_error
 from gan.losses import MemberLosses
 from gan.module import GANModule, member_hparams
 from gan.networks import IMAGE_DIM
@@ -40,12 +42,15 @@ from gan.train import CONF_DIR, MemberPlan, build_datamodule, build_trainer, mem
 GRID_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
 # Stability switches the bare reference loop does not implement (it matches them only at their defaults).
 REFERENCE_SWITCHES = (
-    "r1_weight", "d_spectral_norm", "g_norm", "d_norm", "label_smoothing", "instance_noise", "d_minibatch_std", "g_ema"
+    "r1_weight",
+    "d_spectral_norm",
+    "g_norm",
+    "d_norm",
+    "label_smoothing",
+    "instance_noise",
+    "d_minibatch_std",
+    "g_ema",
 )
-
-
-class BenchConfigError(ValueError):
-    """A configuration the reference loop cannot reproduce."""
 
 
 def check_reference_can_match(member: dict[str, Any]) -> None:
@@ -57,7 +62,7 @@ def check_reference_can_match(member: dict[str, Any]) -> None:
     if member["augment"]:
         changed.append("data.augment")
     if changed:
-        raise BenchConfigError(
+        raise ConfigError(
             f"gan.bench compares the plain GAN iteration with a bare PyTorch loop, which does not implement "
             f"{', '.join(changed)}. Benchmark without those overrides (losses ns, minimax, lsgan and hinge are fine)."
         )
@@ -202,10 +207,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--members", type=int, default=27, help="members of the pack (default 27)")
     parser.add_argument("--warmup", type=int, default=50, help="untimed iterations before each timing")
     parser.add_argument("--iters", type=int, default=500, help="timed iterations of the single run and reference")
-    parser.add_argument("--pack-iters", type=int, default=None, help="timed pack iterations (default: iters/members, >= 20)")
+    parser.add_argument(
+        "--pack-iters", type=int, default=None, help="timed pack iterations (default: iters/members, >= 20)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds (medians reported)")
-    parser.add_argument("--sequential", type=int, default=4,
-                        help="members of the pack also timed as single runs, one after another (spread over the pack)")
+    parser.add_argument(
+        "--sequential",
+        type=int,
+        default=4,
+        help="members of the pack also timed as single runs, one after another (spread over the pack)",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.batch_size=128")
     args = parser.parse_args(argv)
@@ -214,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     pack_iters = args.pack_iters or max(20, args.iters // args.members)
 
-    with tempfile.TemporaryDirectory(prefix="gan-bench-") as tmp:
+    with exits_on_error(), tempfile.TemporaryDirectory(prefix="gan-bench-") as tmp:
         cfg = bench_config(args.data_root, tmp, "gpu" if device.type == "cuda" else "cpu", args.overrides)
         torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
         member = member_config(OmegaConf.merge(cfg, {"seed": 0}))
@@ -235,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             rates["pack"].append(pack_iters * images * args.members / pack_s)
     median = {k: statistics.median(v) for k, v in rates.items()}
     summary = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
         "members": args.members,
         "batch_size": int(cfg.data.batch_size),
         "reference_img_s": round(median["reference"], 1),
@@ -250,13 +263,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "single_it_s": round(median["single"] / images, 1),
         "pack_it_s": round(median["pack"] / images / args.members, 2),
         "rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
-        "timed_iterations": {"reference": args.iters, "single": args.iters, "sequential": pack_iters, "pack": pack_iters},
+        "timed_iterations": {
+            "reference": args.iters,
+            "single": args.iters,
+            "sequential": pack_iters,
+            "pack": pack_iters,
+        },
         "float32_matmul_precision": str(cfg.get("float32_matmul_precision", "highest")),
     }
     print(
         f"{summary['device']}: bare loop {summary['reference_img_s']:.0f} img/s; single run "
-        f"{summary['single_img_s']:.0f} img/s ({summary['single_vs_reference']:.2f} of the bare loop); the pack's members "
-        f"run alone one after another: {summary['sequential_member_img_s']:.0f} member-img/s; pack of {args.members}: "
+        f"{summary['single_img_s']:.0f} img/s ({summary['single_vs_reference']:.2f} of the bare loop); "
+        f"the pack's members run alone one after another: {summary['sequential_member_img_s']:.0f} member-img/s; "
+        f"pack of {args.members}: "
         f"{summary['pack_member_img_s']:.0f} member-img/s ({summary['pack_vs_sequential']:.2f}x sequential runs, "
         f"{summary['pack_vs_single']:.1f}x the single run, {summary['pack_it_s']} it/s)"
     )

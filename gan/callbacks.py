@@ -8,8 +8,9 @@ write into every member's folder what a run alone writes there. ``gan.train`` bi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch

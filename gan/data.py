@@ -10,14 +10,16 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
 from gan.augment import parse_policy
+from gan.errors import DataError
 from gan.networks import IMAGE_SIZE
 
 SPLIT_FILES: dict[str, tuple[str, str]] = {
@@ -27,10 +29,6 @@ SPLIT_FILES: dict[str, tuple[str, str]] = {
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 MNIST_SIDE = 28
-
-
-class MNISTDataError(RuntimeError):
-    """MNIST files are missing, truncated or not MNIST."""
 
 
 def raw_folder(root: str | Path) -> Path:
@@ -67,7 +65,7 @@ def ensure_mnist(root: str | Path, download: bool) -> None:
             reason = "the download finished without them"
         except Exception as exc:  # noqa: BLE001 - any failure becomes the one clear message below
             reason = f"the download failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-    raise MNISTDataError(
+    raise DataError(
         f"MNIST files missing in {raw_folder(root)}: {', '.join(missing)}; {reason}. Put the four raw IDX files "
         f"(plain or .gz: {', '.join(n for pair in SPLIT_FILES.values() for n in pair)}) in that folder, or point "
         f"the lab at a folder that holds MNIST/raw/ with data.root=PATH (on this lab's machines: "
@@ -82,7 +80,7 @@ def _read_bytes(path: Path) -> bytes:
                 return fh.read()
         return path.read_bytes()
     except (OSError, EOFError) as exc:
-        raise MNISTDataError(f"Cannot read {path}: {exc}. Delete it to download it again, or replace it.") from exc
+        raise DataError(f"Cannot read {path}: {exc}. Delete it to download it again, or replace it.") from exc
 
 
 def read_idx(path: Path, magic: int, item_shape: Sequence[int]) -> torch.Tensor:
@@ -91,18 +89,18 @@ def read_idx(path: Path, magic: int, item_shape: Sequence[int]) -> torch.Tensor:
     ndim = 1 + len(item_shape)
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
-        raise MNISTDataError(f"{path} is truncated: {len(data)} bytes, shorter than an IDX header.")
+        raise DataError(f"{path} is truncated: {len(data)} bytes, shorter than an IDX header.")
     found_magic = struct.unpack(">I", data[:4])[0]
     if found_magic != magic:
-        raise MNISTDataError(
+        raise DataError(
             f"{path} is not an MNIST IDX file of this kind: magic number 0x{found_magic:08x}, expected 0x{magic:08x}."
         )
     dims = struct.unpack(f">{ndim}I", data[4:header_len])
     if tuple(dims[1:]) != tuple(item_shape):
-        raise MNISTDataError(f"{path} holds items of shape {tuple(dims[1:])}, expected {tuple(item_shape)}.")
+        raise DataError(f"{path} holds items of shape {tuple(dims[1:])}, expected {tuple(item_shape)}.")
     expected = header_len + dims[0] * math.prod(item_shape)
     if len(data) != expected:
-        raise MNISTDataError(
+        raise DataError(
             f"{path} is truncated or corrupted: its header promises {dims[0]} items ({expected} bytes), the file "
             f"has {len(data)} bytes. Delete it to download it again, or replace it."
         )
@@ -115,11 +113,11 @@ def load_split(root: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor
     names = SPLIT_FILES[split]
     paths = [_existing(folder, n) for n in names]
     if None in paths:
-        raise MNISTDataError(f"MNIST {split} files missing in {folder}: {', '.join(names)}.")
+        raise DataError(f"MNIST {split} files missing in {folder}: {', '.join(names)}.")
     images = read_idx(paths[0], IMAGES_MAGIC, (MNIST_SIDE, MNIST_SIDE))
     labels = read_idx(paths[1], LABELS_MAGIC, ())
     if len(images) != len(labels):
-        raise MNISTDataError(f"{paths[0]} holds {len(images)} images but {paths[1]} holds {len(labels)} labels.")
+        raise DataError(f"{paths[0]} holds {len(images)} images but {paths[1]} holds {len(labels)} labels.")
     return images, labels.long()
 
 
@@ -150,10 +148,10 @@ def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     quota = torch.full((len(classes),), size // len(classes))
     quota[torch.randperm(len(classes), generator=gen)[: size % len(classes)]] += 1
     picked = []
-    for cls, n in zip(classes.tolist(), quota.tolist()):
+    for cls, n in zip(classes.tolist(), quota.tolist(), strict=True):
         members = (labels == cls).nonzero().squeeze(1)
         if n > len(members):
-            raise MNISTDataError(
+            raise DataError(
                 f"data.train_size={size} needs {n} images of class {cls} for a class-balanced subset; the training "
                 f"split has {len(members)}. Use at most {len(members) * len(classes)} (or null for all images)."
             )
@@ -271,7 +269,7 @@ class MNISTDataModule(L.LightningDataModule):
             images, labels = load_split(self.root, "train")
             self.batches_per_epoch = len(images) // (self.batch_size * self.batches_per_iteration)
             if self.train_size is not None and self.train_size > len(images):
-                raise MNISTDataError(
+                raise DataError(
                     f"data.train_size={self.train_size} is larger than the training split ({len(images)} images in "
                     f"{raw_folder(self.root)}). Use at most {len(images)}, or null for all of them."
                 )
@@ -330,5 +328,5 @@ class MNISTDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         states = state_dict.get("shuffle_rng")
         if states is not None:
-            for gen, state in zip(self.shuffle_generators, states):
+            for gen, state in zip(self.shuffle_generators, states, strict=True):
                 gen.set_state(state)

@@ -27,8 +27,9 @@ current real batch together with as many fakes. A probe leaves no trace on train
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -95,7 +96,7 @@ def probe(
     finally:
         for handle in handles:
             handle.remove()
-    bounds = [output_bounds(name, params) for name, params in zip(act_names, act_params)]
+    bounds = [output_bounds(name, params) for name, params in zip(act_names, act_params, strict=True)]
     return {
         k: {"stats": layer_stats(pre, out, bounds, dead_threshold, saturation_margin), "pre": pre, "act": out}
         for k, (pre, out) in captured.items()
@@ -147,7 +148,9 @@ def jacobian_singular_values(generator: nn.Module, z: torch.Tensor) -> torch.Ten
     finally:
         generator.train(was_training)
     jacobians = columns.detach().view(members, n, latent, -1).transpose(-1, -2)  # [K, n, out, latent]
-    values = torch.full((members, n, min(jacobians.shape[-2:])), math.nan, dtype=jacobians.dtype, device=jacobians.device)
+    values = torch.full(
+        (members, n, min(jacobians.shape[-2:])), math.nan, dtype=jacobians.dtype, device=jacobians.device
+    )
     finite = torch.isfinite(jacobians).flatten(1).all(1)  # the SVD refuses non-finite input: NaN for such members
     if bool(finite.any()):
         values[finite] = torch.linalg.svdvals(jacobians[finite])
@@ -171,7 +174,9 @@ def summarize(scalars: Mapping[str, float]) -> dict[str, float]:
     summary: dict[str, float] = {}
     for net in ("G", "D"):
         for stat in ("dead", "saturated"):
-            values = [v for tag, v in scalars.items() if tag.startswith(f"diag/{net}/layer") and tag.endswith(f"/{stat}")]
+            values = [
+                v for tag, v in scalars.items() if tag.startswith(f"diag/{net}/layer") and tag.endswith(f"/{stat}")
+            ]
             if values:
                 summary[f"{net}_{stat}"] = sum(values) / len(values)
     for stat in ("log_cond_mean", "log_cond_std"):
@@ -240,8 +245,14 @@ class ActivationDiagnostics(MemberCallback):
         scalars: dict[int, dict[str, float]] = {run.index: {} for run in live}
         for tag, (net, x, names) in nets.items():
             with buffers_restored(net):
-                layers = probe(net, x, names, [p.get(n) for p, n in zip(params, names)],
-                               self.dead_threshold, self.saturation_margin)
+                layers = probe(
+                    net,
+                    x,
+                    names,
+                    [p.get(n) for p, n in zip(params, names, strict=True)],
+                    self.dead_threshold,
+                    self.saturation_margin,
+                )
             norms = grad_norms(net)
             for k, found in layers.items():
                 prefix = f"diag/{tag}/layer{k}"
@@ -256,7 +267,7 @@ class ActivationDiagnostics(MemberCallback):
         if self.jacobian_samples > 0:
             conditioning = jacobian_conditioning(pl_module.generator, z[:, : self.jacobian_samples])
             for name, values in conditioning.items():
-                for run, value in zip(live, values[[run.index for run in live]].tolist()):
+                for run, value in zip(live, values[[run.index for run in live]].tolist(), strict=True):
                     scalars[run.index][f"diag/G/jacobian_{name}"] = value
         for run in live:
             run.log_metrics(scalars[run.index], iteration)

@@ -7,20 +7,20 @@ default) and prints the metrics of ``gan.metrics`` as one JSON object.
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import hydra
 from omegaconf import DictConfig
 
-from gan.evaluator import EvaluatorError, load_evaluator
+from gan.errors import ConfigError, exits_on_error
+from gan.evaluator import load_evaluator
 from gan.metrics import score_samples
-from gan.sample import SampleError, checked_ema, draw, load_generator
+from gan.sample import checked_ema, draw, load_generator
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
     if int(cfg.num_samples) < 4:
-        raise SampleError(f"num_samples must be at least 4 (k-NN metrics use k=3), got {cfg.num_samples!r}.")
+        raise ConfigError(f"num_samples must be at least 4 (k-NN metrics use k=3), got {cfg.num_samples!r}.")
     module = load_generator(cfg.ckpt_path, cfg.device)
     evaluator = load_evaluator(cfg.data.root, min_accuracy=float(cfg.min_evaluator_accuracy))
     start = time.perf_counter()
@@ -40,11 +40,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exits_on_error():
         run(cfg)
-    except (SampleError, EvaluatorError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

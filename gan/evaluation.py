@@ -1,7 +1,8 @@
 """Sample quality during training: a cheap collapse signal every epoch, full metrics on a schedule.
 
 Each member of a training pack is scored on its own, into its own run directory; the evaluator embeds the
-members' samples together. Every epoch: ``eval/diversity`` of the fixed-noise grid (1 = as varied as real digits, 0 = one image 64 times).
+members' samples together. Every epoch: ``eval/diversity`` of the fixed-noise grid (1 = as varied as real
+digits, 0 = one image 64 times).
 Every ``eval.every_n_epochs`` epochs and at the end of training: ``eval.num_samples`` samples from a fixed
 evaluation noise (the same z each time, so curves compare generators, not draws) scored by ``gan.metrics``,
 logged under ``eval/`` and as the TensorBoard HPARAMS metrics, appended to ``RUN_DIR/results.json``, and the
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -141,7 +142,8 @@ class SampleQuality(MemberCallback):
         self.evaluator = load_evaluator(self.data_root, min_accuracy=self.min_evaluator_accuracy)
         for run in self.runs:
             run.record.data["evaluator"] = {
-                "test_accuracy": self.evaluator.test_accuracy, "cache": str(self.evaluator.path)
+                "test_accuracy": self.evaluator.test_accuracy,
+                "cache": str(self.evaluator.path),
             }
             run.record.write()
 

@@ -18,24 +18,21 @@ import json
 import os
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gan.data import SPLIT_FILES, _existing, ensure_mnist, load_split, raw_folder, to_flat_images
+from gan.errors import DataError, exits_on_error
 from gan.networks import IMAGE_SIZE
 
 EVALUATOR_VERSION = 2  # bump when the architecture or training recipe changes: old caches are rebuilt
 MIN_TEST_ACCURACY = 0.99
 CACHE_NAME = "mnist_evaluator.pt"
-
-
-class EvaluatorError(RuntimeError):
-    """The evaluator cannot be trained or loaded."""
 
 
 class MNISTClassifier(nn.Module):
@@ -51,9 +48,15 @@ class MNISTClassifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 32 -> 16
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 16 -> 8
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 8 -> 4
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 32 -> 16
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 16 -> 8
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 8 -> 4
         )
         self.head = nn.Sequential(
             nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 16, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10)
@@ -100,14 +103,20 @@ class Evaluator:
         feats, logits = embed(self.model, unit, (0.0, 1.0), batch_size, keep_device=True)
         return feats.view(n, count, -1), logits.view(n, count, -1)
 
-    def to(self, device: torch.device | str) -> "Evaluator":
+    def to(self, device: torch.device | str) -> Evaluator:
         """This evaluator with its classifier and reference statistics on ``device``."""
         device = torch.device(device)
         if next(self.model.parameters()).device == device:
             return self
         model = copy.deepcopy(self.model).to(device)
-        return Evaluator(model, self.test_accuracy, self.test_features.to(device), self.test_logits.to(device),
-                         self.test_radii.to(device), self.path)
+        return Evaluator(
+            model,
+            self.test_accuracy,
+            self.test_features.to(device),
+            self.test_logits.to(device),
+            self.test_radii.to(device),
+            self.path,
+        )
 
 
 @torch.no_grad()
@@ -139,7 +148,7 @@ def data_checksums(root: str | Path) -> dict[str, str]:
     for name in (n for pair in SPLIT_FILES.values() for n in pair):
         path = _existing(folder, name)
         if path is None:
-            raise EvaluatorError(f"MNIST file {name} missing in {folder}.")
+            raise DataError(f"MNIST file {name} missing in {folder}.")
         sums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return sums
 
@@ -236,11 +245,11 @@ def _load_or_train(root: str | Path, download: bool, train_if_missing: bool, min
     if cached is not None and cached.test_accuracy >= min_accuracy:
         return cached
     if not train_if_missing:
-        raise EvaluatorError(f"No valid evaluator cache at {path}; run python -m gan.evaluator --data-root {root}.")
+        raise DataError(f"No valid evaluator cache at {path}; run python -m gan.evaluator --data-root {root}.")
     start = time.perf_counter()
     model, accuracy = train_classifier(root)
     if accuracy < min_accuracy:
-        raise EvaluatorError(
+        raise DataError(
             f"The evaluator reached {accuracy:.4f} test accuracy, below the {min_accuracy} it must reach; "
             f"not caching it. Is {raw_folder(root)} the real MNIST?"
         )
@@ -270,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--data-root", default="data", help="folder holding MNIST/raw/ (default: data)")
     parser.add_argument("--download", action="store_true", help="download MNIST if missing")
     args = parser.parse_args(argv)
-    ev = load_evaluator(args.data_root, download=args.download)
+    with exits_on_error():
+        ev = load_evaluator(args.data_root, download=args.download)
     summary = {"test_accuracy": round(ev.test_accuracy, 4), "cache": str(ev.path)}
     print(json.dumps(summary))
     return summary

@@ -31,6 +31,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gan.errors import LabError, RunFailed
+
 log = logging.getLogger(__name__)
 
 
@@ -43,16 +45,14 @@ def prepare_job(cfg: DictConfig) -> Any:
 
 def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
     """Train one pack (in this process, or as a cluster job); a pack that cannot run reports it per member."""
-    from gan.data import MNISTDataError
-    from gan.evaluator import EvaluatorError
-    from gan.train import ConfigError, RunFailed, train_pack
+    from gan.train import train_pack
 
     try:
         return train_pack(plans)
     except RunFailed as exc:  # a pack of one that diverged or failed: recorded in its results.json
         print(f"{plans[0].job}: run {exc}", file=sys.stderr)
         return [{"status": exc.status, "reason": str(exc)}]
-    except (ConfigError, MNISTDataError, EvaluatorError) as exc:
+    except LabError as exc:
         print(f"error: {', '.join(p.job for p in plans)}: {exc}", file=sys.stderr)
         return [{"status": "refused", "reason": str(exc)} for _ in plans]
 
@@ -62,8 +62,9 @@ class PackedLauncherBase(Launcher):
 
     def __init__(self, max_members: Optional[int] = None, **executor: Any) -> None:
         self.max_members = int(max_members) if max_members else None
-        self.executor = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                         for k, v in executor.items()}
+        self.executor = {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in executor.items()
+        }
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -72,7 +73,7 @@ class PackedLauncherBase(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from gan.packing import pack_key, group_packs
+        from gan.packing import group_packs, pack_key
         from gan.train import check_pack
 
         setup_globals()
@@ -84,15 +85,19 @@ class PackedLauncherBase(Launcher):
         bad = [r for r in returns if r.status != JobStatus.COMPLETED]
         if bad:
             for r in bad:
-                print(f"error: job {r.hydra_cfg.hydra.job.num} ({' '.join(r.overrides) or 'no overrides'}): "
-                      f"{r._return_value}", file=sys.stderr)
+                print(
+                    f"error: job {r.hydra_cfg.hydra.job.num} ({' '.join(r.overrides) or 'no overrides'}): "
+                    f"{r._return_value}",
+                    file=sys.stderr,
+                )
             print(f"error: {len(bad)} of {len(returns)} jobs refused; no pack was started.", file=sys.stderr)
             sys.exit(2)
         plans = [r._return_value for r in returns]
         todo = [i for i, p in enumerate(plans) if p.done is None]
-        packs = [[todo[j] for j in pack] for pack in group_packs(
-            [pack_key(plans[i].config, plans[i].resume_step) for i in todo], self.max_members
-        )]
+        packs = [
+            [todo[j] for j in pack]
+            for pack in group_packs([pack_key(plans[i].config, plans[i].resume_step) for i in todo], self.max_members)
+        ]
         for pack in packs:  # what a pack shares is checked for every pack before the first one starts
             try:
                 check_pack([plans[i] for i in pack])
@@ -102,13 +107,15 @@ class PackedLauncherBase(Launcher):
         for i, plan in enumerate(plans):
             if plan.done is not None:
                 log.info(f"\t#{initial_job_idx + i} : already {plan.done['status']}, skipped ({plan.run_dir})")
-        log.info(f"Training {len(todo)} of {len(plans)} jobs in {len(packs)} pack(s): "
-                 + "; ".join(f"{len(p)} members" for p in packs))
+        log.info(
+            f"Training {len(todo)} of {len(plans)} jobs in {len(packs)} pack(s): "
+            + "; ".join(f"{len(p)} members" for p in packs)
+        )
         results = self.run_packs([[plans[i] for i in pack] for pack in packs])
         summaries: dict[int, dict[str, Any]] = {}
-        for pack, pack_results in zip(packs, results):
-            summaries.update(zip(pack, pack_results))
-        for i, (ret, plan) in enumerate(zip(returns, plans)):
+        for pack, pack_results in zip(packs, results, strict=True):
+            summaries.update(zip(pack, pack_results, strict=True))
+        for i, (ret, plan) in enumerate(zip(returns, plans, strict=True)):
             summary = summaries.get(i) or ({"final_metrics": (plan.done or {}).get("final") or {}})
             fid = (summary.get("final_metrics") or {}).get("fid", math.nan)
             ret.return_value = math.nan if fid is None else float(fid)
@@ -144,11 +151,14 @@ class PackedSubmititBase(PackedLauncherBase):
 
     def run_packs(self, packs: Sequence[Sequence[Any]]) -> list[list[dict[str, Any]]]:
         import submitit
+
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
         params = dict(self.executor)
         folder = params.pop("submitit_folder")
-        init = {f"{self._EXECUTOR}_max_num_timeout": params.pop("max_num_timeout")} if "max_num_timeout" in params else {}
+        init = (
+            {f"{self._EXECUTOR}_max_num_timeout": params.pop("max_num_timeout")} if "max_num_timeout" in params else {}
+        )
         executor = submitit.AutoExecutor(folder=folder, cluster=self._EXECUTOR, **init)
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
@@ -173,12 +183,16 @@ def register_configs(plugin_module: str) -> None:
         from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
     except ImportError:  # the `sweep` extra is not installed: no cluster launchers
         return
-    for name, base, cls in (("packed_submitit_local", LocalQueueConf, "PackedLocalLauncher"),
-                            ("packed_submitit_slurm", SlurmQueueConf, "PackedSlurmLauncher")):
+    for name, base, cls in (
+        ("packed_submitit_local", LocalQueueConf, "PackedLocalLauncher"),
+        ("packed_submitit_slurm", SlurmQueueConf, "PackedSlurmLauncher"),
+    ):
         node = make_dataclass(
             f"{cls}Conf",
-            [("_target_", str, field(default=f"{plugin_module}.{cls}")),
-             ("max_members", Optional[int], field(default=None))],
+            [
+                ("_target_", str, field(default=f"{plugin_module}.{cls}")),
+                ("max_members", Optional[int], field(default=None)),
+            ],
             bases=(base,),
         )
         store.store(group="hydra/launcher", name=name, node=node, provider="gan-activation-lab")

@@ -9,11 +9,13 @@ hinge and WGAN). ``real_label`` is the target for real images: 1, or less with o
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gan.errors import ConfigError
 
 
 def _bce(logits: torch.Tensor, target: torch.Tensor | float) -> torch.Tensor:
@@ -114,20 +116,16 @@ LOSSES: dict[str, type[GANLoss]] = {
 }
 
 
-class LossError(ValueError):
-    """The configured loss name or one of its options is not valid."""
-
-
 def check_loss(name: str, label_smoothing: float = 0.0) -> type[GANLoss]:
     """The loss class called ``name``, with its label smoothing checked (``s`` makes the real target 1 - s)."""
     if name not in LOSSES:
-        raise LossError(f"Unknown loss {name!r} for model.loss. Valid losses: {', '.join(LOSSES)}.")
+        raise ConfigError(f"Unknown loss {name!r} for model.loss. Valid losses: {', '.join(LOSSES)}.")
     if not 0.0 <= float(label_smoothing) < 1.0:
-        raise LossError(f"model.label_smoothing must be in [0, 1), got {label_smoothing!r} (0 = off, 0.1 is usual).")
+        raise ConfigError(f"model.label_smoothing must be in [0, 1), got {label_smoothing!r} (0 = off, 0.1 is usual).")
     cls = LOSSES[name]
     if label_smoothing and not cls.has_targets:
         with_targets = ", ".join(n for n, c in LOSSES.items() if c.has_targets)
-        raise LossError(
+        raise ConfigError(
             f"model.label_smoothing={label_smoothing} does not apply to model.loss={name!r}: that loss has no "
             f"real/fake targets to smooth. Use label smoothing with {with_targets}, or set model.label_smoothing=0."
         )
@@ -142,7 +140,7 @@ class MemberLosses:
     """
 
     def __init__(self, names: Sequence[str], label_smoothing: Sequence[float]) -> None:
-        classes = [check_loss(n, s) for n, s in zip(names, label_smoothing)]
+        classes = [check_loss(n, s) for n, s in zip(names, label_smoothing, strict=True)]
         self.names = list(names)
         self.real_label = [1.0 - float(s) for s in label_smoothing]
         groups: dict[str, list[int]] = {}
@@ -153,7 +151,9 @@ class MemberLosses:
         self.gradient_penalty = [c.gradient_penalty for c in classes]
         self._tensors: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
-    def _cached(self, key: str, values: Sequence[float] | Sequence[int], like: torch.Tensor, dtype=None) -> torch.Tensor:
+    def _cached(
+        self, key: str, values: Sequence[float] | Sequence[int], like: torch.Tensor, dtype=None
+    ) -> torch.Tensor:
         dtype = dtype or like.dtype
         cache_key = (key, like.device, dtype)
         if cache_key not in self._tensors:
@@ -168,7 +168,7 @@ class MemberLosses:
         training amplifies last bits; per member, a pack computes exactly what a population of one does.
         """
         if tensors[0].device.type == "cpu" and tensors[0].shape[0] > 1:
-            rows = zip(*(t.split(1) for t in tensors))  # split, not t[k:k+1]: one backward for all members
+            rows = zip(*(t.split(1) for t in tensors), strict=True)  # split, not t[k:k+1]: one backward for all members
             return torch.cat([fn(self.loss_of[k], slice(k, k + 1), *row) for k, row in enumerate(rows)])
         if len(self.groups) == 1:
             return fn(self.groups[0][0], slice(None), *tensors)

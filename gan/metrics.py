@@ -17,7 +17,7 @@ class-based ones (is, modes, kl_uniform) its predicted class probabilities.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

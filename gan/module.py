@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import hydra
 import lightning as L
@@ -29,10 +30,11 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from gan.activations import ACTIVATION_NAMES, ActivationError, check_activation, data_range
+from gan.activations import ACTIVATION_NAMES, check_activation, data_range
 from gan.augment import diff_augment, parse_policy
+from gan.errors import ConfigError, RunFailed
 from gan.losses import MemberLosses, check_loss, r1_penalty, wgan_gp_penalty
-from gan.networks import IMAGE_SIZE, Discriminator, Generator, NetworkConfigError, check_minibatch_std_group, check_norm
+from gan.networks import IMAGE_SIZE, Discriminator, Generator, check_minibatch_std_group, check_norm
 from gan.optim import OPTIMIZERS, StackedOptimizer
 from gan.population import derived_seed, member_column, member_generators
 
@@ -42,15 +44,19 @@ OPTIMIZER_ALIASES = {"torch.optim.Adam": "gan.optim.Adam", "torch.optim.SGD": "g
 
 # What members of one pack share (shapes and the update schedule); everything else may differ per member.
 SHARED_KEYS = (
-    "latent_dim", "g_hidden", "d_hidden", "d_steps", "g_norm", "d_norm", "d_minibatch_std", "d_minibatch_std_group",
-    "g_ema", "num_fixed_samples",
+    "latent_dim",
+    "g_hidden",
+    "d_hidden",
+    "d_steps",
+    "g_norm",
+    "d_norm",
+    "d_minibatch_std",
+    "d_minibatch_std_group",
+    "g_ema",
+    "num_fixed_samples",
 )
 # Salts of each member's random streams (see gan.population.derived_seed).
 INIT_STREAM, TRAIN_STREAM = 1, 2
-
-
-class DivergenceError(FloatingPointError):
-    """A loss became NaN or infinite: the run cannot recover, so it stops."""
 
 
 def _plain(value: Any) -> Any:
@@ -60,7 +66,7 @@ def _plain(value: Any) -> Any:
 
 def _check_range(name: str, value: float, low: float, high: float, hint: str) -> None:
     if not low <= float(value) <= high:
-        raise NetworkConfigError(f"model.{name} must be in [{low:g}, {high:g}], got {value!r} ({hint}).")
+        raise ConfigError(f"model.{name} must be in [{low:g}, {high:g}], got {value!r} ({hint}).")
 
 
 def _optimizer_config(config: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
@@ -68,7 +74,7 @@ def _optimizer_config(config: Mapping[str, Any] | None, key: str) -> dict[str, A
     config = dict(_plain(config) or DEFAULT_ADAM)
     target = OPTIMIZER_ALIASES.get(config.get("_target_", ""), config.get("_target_", ""))
     if target not in OPTIMIZERS:
-        raise NetworkConfigError(
+        raise ConfigError(
             f"model.{key}._target_={config.get('_target_')!r} is not an optimizer this lab can run for a population "
             f"of GANs. Valid choices: {', '.join(OPTIMIZERS)} (torch.optim.Adam and torch.optim.SGD mean these)."
         )
@@ -120,25 +126,29 @@ def member_hparams(
     values: what checkpoints store and what a population is built from."""
     act_params = {k: dict(v or {}) for k, v in (_plain(act_params) or {}).items()}
     if d_out_act == "sigmoid":
-        raise ActivationError(
+        raise ConfigError(
             "model.d_out_act='sigmoid' would apply the sigmoid twice: the discriminator outputs a logit and the "
             "loss applies the sigmoid itself (binary_cross_entropy_with_logits), which is the seed design's "
             "sigmoid output. Use d_out_act=identity for that design, or another activation to transform the "
             f"logit. Valid names: {', '.join(n for n in ACTIVATION_NAMES if n != 'sigmoid')}."
         )
-    for key, name in (("model.g_act", g_act), ("model.g_out_act", g_out_act), ("model.d_act", d_act),
-                      ("model.d_out_act", d_out_act)):
+    for key, name in (
+        ("model.g_act", g_act),
+        ("model.g_out_act", g_out_act),
+        ("model.d_act", d_act),
+        ("model.d_out_act", d_out_act),
+    ):
         check_activation(name, act_params.get(name), key)
     check_norm(g_norm, "model.g_norm")
     check_norm(d_norm, "model.d_norm")
     if int(d_steps) < 1:
-        raise NetworkConfigError(f"model.d_steps must be a positive integer, got {d_steps!r}.")
+        raise ConfigError(f"model.d_steps must be a positive integer, got {d_steps!r}.")
     check_loss(loss, label_smoothing)
     _check_range("gp_weight", gp_weight, 0.0, math.inf, "the WGAN-GP penalty weight lambda; 10 is usual")
     _check_range("r1_weight", r1_weight, 0.0, math.inf, "R1's gamma; 0 = off, 1 to 10 are usual on MNIST")
     _check_range("instance_noise", instance_noise, 0.0, math.inf, "initial noise std; 0 = off, 0.1 is usual")
     if instance_noise_iters is not None and int(instance_noise_iters) < 1:
-        raise NetworkConfigError(
+        raise ConfigError(
             f"model.instance_noise_iters must be a positive number of iterations or null (the run's planned "
             f"length), got {instance_noise_iters!r}."
         )
@@ -146,7 +156,7 @@ def member_hparams(
     if d_minibatch_std:
         check_minibatch_std_group(d_minibatch_std_group)
     if d_norm == "batch" and loss == "wgan-gp":
-        raise NetworkConfigError(
+        raise ConfigError(
             "model.d_norm='batch' with model.loss='wgan-gp': the gradient penalty needs each sample's own "
             "gradient, and batch norm makes every score depend on the whole batch (Gulrajani et al. 2017 drop "
             "it for this reason). Use model.d_norm=layer or none with wgan-gp."
@@ -185,6 +195,7 @@ def member_hparams(
 
 def shared_settings(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The settings members of one pack must share (``SHARED_KEYS`` and the optimizers' kinds), checked equal."""
+
     def shared(m: Mapping[str, Any]) -> dict[str, Any]:
         out = {k: m[k] for k in SHARED_KEYS}
         for key in ("optimizer_g", "optimizer_d"):
@@ -196,7 +207,7 @@ def shared_settings(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         other = shared(m)
         diff = {key: (first[key], other[key]) for key in first if first[key] != other[key]}
         if diff:
-            raise NetworkConfigError(
+            raise ConfigError(
                 f"members 0 and {k} of one pack differ in settings a pack shares: "
                 + "; ".join(f"{key}: {a!r} vs {b!r}" for key, (a, b) in diff.items())
                 + f". Members of a pack must share {', '.join(SHARED_KEYS)} and the optimizers' kinds."
@@ -234,14 +245,14 @@ class MemberStreams:
         """Restore the saved states; a checkpoint from another kind of device cannot continue its streams exactly,
         so they are reseeded from (seed, iteration) instead, deterministically."""
         if saved.get("device") == self.device.type:
-            for gen, state in zip(self.generators, saved["states"]):
+            for gen, state in zip(self.generators, saved["states"], strict=True):
                 gen.set_state(state.cpu() if self.device.type == "cpu" else state)
             return
         print(
             f"note: the checkpoint's random streams were saved on {saved.get('device')} and training now runs on "
             f"{self.device.type}; they continue from a reseed, so this resume is not bit-for-bit exact."
         )
-        for gen, seed in zip(self.generators, self.seeds):
+        for gen, seed in zip(self.generators, self.seeds, strict=True):
             gen.manual_seed(derived_seed(derived_seed(seed, TRAIN_STREAM), iteration))
 
 
@@ -306,14 +317,23 @@ class GANModule(L.LightningModule):
         self.divergence: dict[int, tuple[int, str]] = {}  # member -> (iteration, reason)
         self.step_metrics: dict[str, list[float]] = {}  # each member's scalars of the latest logging step
         # The same z all run long (and across resume: buffers are saved in checkpoints).
-        self.register_buffer("fixed_noise", torch.stack([
-            torch.randn(first["num_fixed_samples"], first["latent_dim"],
-                        generator=torch.Generator().manual_seed(m["fixed_noise_seed"]))
-            for m in members
-        ]))
+        self.register_buffer(
+            "fixed_noise",
+            torch.stack(
+                [
+                    torch.randn(
+                        first["num_fixed_samples"],
+                        first["latent_dim"],
+                        generator=torch.Generator().manual_seed(m["fixed_noise_seed"]),
+                    )
+                    for m in members
+                ]
+            ),
+        )
 
-    def _constant(self, name: str, values: Sequence[float], like: torch.Tensor, dims: int = 1,
-                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    def _constant(
+        self, name: str, values: Sequence[float], like: torch.Tensor, dims: int = 1, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """Fixed per-member values (indices, penalty weights, EMA factors) as a [K, 1, ...] tensor on ``like``'s
         device, built once: the training step does not copy them to the device at every update."""
         key = (name, like.device, dtype or like.dtype, dims)
@@ -331,17 +351,6 @@ class GANModule(L.LightningModule):
             if value != skip:
                 groups.setdefault(value, []).append(k)
         return list(groups.items())
-
-    # Lightning sets these plain bookkeeping attributes about 45 times per iteration (every hook call);
-    # nn.Module.__setattr__ checks each value against parameters, buffers and submodules, which costs about 1%
-    # of a CPU iteration here. They are never tensors or modules, so they skip that check.
-    _BOOKKEEPING_ATTRS = frozenset({"_current_fx_name", "_param_requires_grad_state"})
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in GANModule._BOOKKEEPING_ATTRS:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     @property
     def data_range(self) -> tuple[float, float]:
@@ -465,8 +474,10 @@ class GANModule(L.LightningModule):
         if gp_members:
             eps = torch.ones(real.shape[:2] + (1,), device=real.device, dtype=real.dtype)
             drawn = self.streams.uniform((real.shape[1], 1), gp_members).to(real.dtype)
-            eps = drawn if len(gp_members) == self.members else eps.index_put(
-                (self._constant("gp_members", gp_members, real, dtype=torch.long),), drawn
+            eps = (
+                drawn
+                if len(gp_members) == self.members
+                else eps.index_put((self._constant("gp_members", gp_members, real, dtype=torch.long),), drawn)
             )
             mask = self._constant("gp_mask", [k in gp_members for k in range(self.members)], real, dtype=torch.bool)
             with self.spectral_norm_updates(mask):
@@ -534,7 +545,7 @@ class GANModule(L.LightningModule):
         """Each member's scalars of this logging step (one device-to-host copy for all), and the divergence check:
         a member with a non-finite loss is marked diverged and frozen; when none is left, the run stops."""
         values = torch.stack([v.float() for v in scalars.values()]).cpu().tolist()
-        table = dict(zip(scalars, values))
+        table = dict(zip(scalars, values, strict=True))
         d_total, g_loss = table.pop("_d_total"), table["train/g_loss"]
         for k in range(self.members):
             if self.alive[k] and not (math.isfinite(d_total[k]) and math.isfinite(g_loss[k])):
@@ -543,15 +554,18 @@ class GANModule(L.LightningModule):
                 self.alive[k] = False
                 self._set_active()
         penalised = [w > 0 or k in self.gp_members for k, w in enumerate(self.r1_weights)]
-        table = {tag: [v if (tag != "train/d_penalty" or penalised[k]) else None for k, v in enumerate(vals)]
-                 for tag, vals in table.items()}
+        table = {
+            tag: [v if (tag != "train/d_penalty" or penalised[k]) else None for k, v in enumerate(vals)]
+            for tag, vals in table.items()
+        }
         if self.noisy_members:
             table["train/instance_noise_std"] = [
-                std if m["instance_noise"] > 0 else None for std, m in zip(self.instance_noise_now, self.member_hparams)
+                std if m["instance_noise"] > 0 else None
+                for std, m in zip(self.instance_noise_now, self.member_hparams, strict=True)
             ]
         self.step_metrics = table
         if not any(self.alive):
-            raise DivergenceError(self.divergence[max(self.divergence, key=lambda k: self.divergence[k][0])][1])
+            raise RunFailed("diverged", self.divergence[max(self.divergence, key=lambda k: self.divergence[k][0])][1])
         if self.members == 1:
             self.log_dict({t: v[0] for t, v in table.items() if v[0] is not None}, prog_bar=True, logger=False)
         else:
@@ -568,8 +582,8 @@ class GANModule(L.LightningModule):
         averaged = [t for t in list(self.generator_ema.parameters()) + list(self.generator_ema.buffers())]
         current = [t for t in list(self.generator.parameters()) + list(self.generator.buffers())]
         with torch.no_grad():
-            floats = [(a, c.detach()) for a, c in zip(averaged, current) if a.is_floating_point()]
-            others = [(a, c) for a, c in zip(averaged, current) if not a.is_floating_point()]
+            floats = [(a, c.detach()) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+            others = [(a, c) for a, c in zip(averaged, current, strict=True) if not a.is_floating_point()]
             saved = self._frozen_slices([a for a, _ in floats + others])
             if self._ema_started is None:  # one host read per fit, not one per update
                 self._ema_started = bool(self.generator_ema_updates.max() > 0)
@@ -614,10 +628,11 @@ class GANModule(L.LightningModule):
         options = {name: [c[name] for c in configs] for name in configs[0] if name != "_target_"}
         cls = OPTIMIZERS[configs[0]["_target_"]]
         try:
-            return hydra.utils.instantiate({"_target_": f"{cls.__module__}.{cls.__name__}"}, network.parameters(),
-                                           members=self.members, **options)
+            return hydra.utils.instantiate(
+                {"_target_": f"{cls.__module__}.{cls.__name__}"}, network.parameters(), members=self.members, **options
+            )
         except hydra.errors.InstantiationException as exc:
-            raise NetworkConfigError(f"model.{key}: {exc.__cause__ or exc}") from exc
+            raise ConfigError(f"model.{key}: {exc.__cause__ or exc}") from exc
 
     # ----------------------------------------------------------------- exact resume
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -13,29 +13,27 @@ normalization of D's linear layers, and a minibatch-standard-deviation feature b
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from gan.errors import ConfigError
 from gan.population import NORMS, MemberActivation, MinibatchStd, StackedLinear
 
 IMAGE_SIZE = 32
 IMAGE_DIM = IMAGE_SIZE * IMAGE_SIZE  # 1024: MNIST padded to 32x32, flattened
 
 
-class NetworkConfigError(ValueError):
-    """A network option in the config is not valid."""
-
-
 def check_norm(name: str, where: str) -> None:
     if name not in NORMS:
-        raise NetworkConfigError(f"Unknown normalization {name!r} for {where}. Valid choices: {', '.join(NORMS)}.")
+        raise ConfigError(f"Unknown normalization {name!r} for {where}. Valid choices: {', '.join(NORMS)}.")
 
 
 def check_minibatch_std_group(group_size: int) -> None:
     if int(group_size) < 2:
-        raise NetworkConfigError(
+        raise ConfigError(
             f"model.d_minibatch_std_group must be at least 2 (a standard deviation needs two samples), "
             f"got {group_size!r}."
         )
@@ -64,8 +62,8 @@ def mlp(
     members = len(generators)
     make_norm = NORMS[norm]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    hidden_params = [p.get(a) for a, p in zip(hidden_acts, act_params)]
-    out_params = [p.get(a) for a, p in zip(out_acts, act_params)]
+    hidden_params = [p.get(a) for a, p in zip(hidden_acts, act_params, strict=True)]
+    out_params = [p.get(a) for a, p in zip(out_acts, act_params, strict=True)]
     for k in range(len(sizes) - 2):
         layers[f"fc{k + 1}"] = StackedLinear(sizes[k], sizes[k + 1], generators, spectral_norm)
         if make_norm is not None:
@@ -95,8 +93,13 @@ class Generator(nn.Module):
         check_norm(norm, "model.g_norm")
         self.latent_dim = latent_dim
         self.net = mlp(
-            [latent_dim, *hidden, IMAGE_DIM], acts, out_acts, act_params, ("model.g_act", "model.g_out_act"),
-            generators, norm,
+            [latent_dim, *hidden, IMAGE_DIM],
+            acts,
+            out_acts,
+            act_params,
+            ("model.g_act", "model.g_out_act"),
+            generators,
+            norm,
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

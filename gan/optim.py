@@ -13,7 +13,8 @@ member's optimizer state can be split from a pack's and merged into another (``g
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -53,8 +54,14 @@ class StackedOptimizer(torch.optim.Optimizer):
     # How a hyperparameter enters the formulas (named, so that its tensors are built once and cached).
     TRANSFORMS: dict[str, Callable[[float], float]] = {"value": float, "one_minus": lambda v: 1.0 - float(v)}
 
-    def columns(self, group: dict[str, Any], key: str, params: Sequence[torch.Tensor], index: int | None = None,
-                transform: str = "value") -> list[torch.Tensor]:
+    def columns(
+        self,
+        group: dict[str, Any],
+        key: str,
+        params: Sequence[torch.Tensor],
+        index: int | None = None,
+        transform: str = "value",
+    ) -> list[torch.Tensor]:
         """``transform`` of the group's per-member ``key`` (element ``index`` of tuples), one [K, 1, ...] tensor
         per parameter, shaped to broadcast against it (built once per device, dtype and shape; a loaded state
         with other values clears the cache)."""
@@ -94,7 +101,9 @@ class StackedOptimizer(torch.optim.Optimizer):
                 continue
             grads = [p.grad for p in params]
             if any(group["weight_decay"]):
-                grads = torch._foreach_add(grads, torch._foreach_mul(params, self.columns(group, "weight_decay", params)))
+                grads = torch._foreach_add(
+                    grads, torch._foreach_mul(params, self.columns(group, "weight_decay", params))
+                )
             if self._frozen is None:
                 self._step_group(group, params, grads)
                 continue
@@ -130,7 +139,7 @@ class Adam(StackedOptimizer):
             "eps": _per_member(eps, members, "eps"),
             "weight_decay": _per_member(weight_decay, members, "weight_decay"),
         }
-        for lr_k, (b1, b2) in zip(defaults["lr"], defaults["betas"]):
+        for lr_k, (b1, b2) in zip(defaults["lr"], defaults["betas"], strict=True):
             if not (lr_k >= 0 and 0 <= b1 < 1 and 0 <= b2 < 1):
                 raise ValueError(f"Adam needs lr >= 0 and betas in [0, 1), got lr={lr_k}, betas=({b1}, {b2})")
         super().__init__(params, members, defaults)
@@ -151,7 +160,9 @@ class Adam(StackedOptimizer):
         # torch's foreach Adam, with each member's hyperparameters as [K, 1, ...] factors (9 passes over the state)
         torch._foreach_lerp_(exp_avgs, grads, self.columns(group, "betas", params, 0, "one_minus"))
         torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, torch._foreach_mul(grads, self.columns(group, "betas", params, 1, "one_minus")))
+        torch._foreach_addcmul_(
+            exp_avg_sqs, grads, torch._foreach_mul(grads, self.columns(group, "betas", params, 1, "one_minus"))
+        )
         bias_correction1 = torch._foreach_pow(beta1, steps)  # 1 - beta1^t, below (tiny [K, 1, ...] tensors)
         torch._foreach_neg_(bias_correction1)
         torch._foreach_add_(bias_correction1, 1)
@@ -189,7 +200,7 @@ class SGD(StackedOptimizer):
     def _step_group(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         if any(group["momentum"]):
             buffers = []
-            for p, g in zip(params, grads):
+            for p, g in zip(params, grads, strict=True):
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = g.clone()

@@ -15,19 +15,38 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 
+from gan.errors import CheckpointError
 from gan.optim import PER_MEMBER_KEYS
 
 # Config entries (dotted paths) that may differ between members of one pack.
 MEMBER_CONFIG_KEYS = (
-    "seed", "run_dir", "ckpt_path",
-    "model.g_act", "model.g_out_act", "model.d_act", "model.d_out_act", "model.act_params", "model.loss",
-    "model.label_smoothing", "model.instance_noise", "model.instance_noise_iters", "model.gp_weight",
-    "model.r1_weight", "model.g_ema_decay", "model.d_spectral_norm", "model.fixed_noise_seed",
-    "data.seed", "data.augment", "logger.save_dir", "trainer.default_root_dir",
+    "seed",
+    "run_dir",
+    "ckpt_path",
+    "act",
+    "model.g_act",
+    "model.g_out_act",
+    "model.d_act",
+    "model.d_out_act",
+    "model.act_params",
+    "model.loss",
+    "model.label_smoothing",
+    "model.instance_noise",
+    "model.instance_noise_iters",
+    "model.gp_weight",
+    "model.r1_weight",
+    "model.g_ema_decay",
+    "model.d_spectral_norm",
+    "model.fixed_noise_seed",
+    "data.seed",
+    "data.augment",
+    "logger.save_dir",
+    "trainer.default_root_dir",
 )
 DATAMODULE_KEY = "MNISTDataModule"
 # Checkpoint entries that hold one part per member; every other entry (loops, epoch, step, ...) the pack shares.
@@ -74,6 +93,7 @@ def group_packs(keys: Sequence[str], max_members: int | None = None) -> list[lis
 def activation_order(members: Sequence[Mapping[str, Any]]) -> list[int]:
     """An order of a pack's members that puts members with the same discriminator (then generator) activations
     side by side, so that each activation group is a view, not a gather (see ``MemberActivation``)."""
+
     def signature(k: int) -> tuple[str, ...]:
         m = members[k]
         return (m["d_act"], m["d_out_act"], m["g_act"], m["g_out_act"])
@@ -99,17 +119,23 @@ def _member_optimizer_state(state: Mapping[str, Any], k: int) -> dict[str, Any]:
 
 def _merged_optimizer_state(states: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     groups = []
-    for parts in zip(*(s["param_groups"] for s in states)):
-        groups.append({key: ([v for p in parts for v in p[key]] if key in PER_MEMBER_KEYS else value)
-                       for key, value in parts[0].items()})
+    for parts in zip(*(s["param_groups"] for s in states), strict=True):
+        groups.append(
+            {
+                key: ([v for p in parts for v in p[key]] if key in PER_MEMBER_KEYS else value)
+                for key, value in parts[0].items()
+            }
+        )
     # A parameter no member of a checkpoint ever updated (a PReLU slope in a pack without PReLU, say) has no state
     # there: it joins the merged state as zeros (the state an optimizer keeps for a parameter whose gradient is 0).
     indices = sorted({i for s in states for i in s["state"]})
     merged = {}
     for i in indices:
         like = next(s["state"][i] for s in states if i in s["state"])
-        merged[i] = {name: torch.cat([s["state"][i][name] if i in s["state"] else torch.zeros_like(t)
-                                      for s in states]) for name, t in like.items()}
+        merged[i] = {
+            name: torch.cat([s["state"][i][name] if i in s["state"] else torch.zeros_like(t) for s in states])
+            for name, t in like.items()
+        }
     return {"state": merged, "param_groups": groups}
 
 
@@ -128,16 +154,12 @@ def member_checkpoint(pack: Mapping[str, Any], k: int) -> dict[str, Any]:
     return out
 
 
-class CheckpointMismatch(ValueError):
-    """Member checkpoints that cannot resume as one pack."""
-
-
 def merge_checkpoints(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One pack checkpoint from members' checkpoints (each a population of one) taken at the same step."""
     first = members[0]
     steps = {m.get("global_step") for m in members}
     if len(steps) != 1:
-        raise CheckpointMismatch(f"member checkpoints from different steps cannot resume as one pack: {sorted(steps)}")
+        raise CheckpointError(f"member checkpoints from different steps cannot resume as one pack: {sorted(steps)}")
     out = {key: value for key, value in first.items() if key not in PER_MEMBER_ENTRIES}
     out["state_dict"] = {name: torch.cat([m["state_dict"][name] for m in members]) for name in first["state_dict"]}
     out["hyper_parameters"] = {"members": [h for m in members for h in m["hyper_parameters"]["members"]]}
@@ -146,8 +168,10 @@ def merge_checkpoints(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for i in range(len(first.get("optimizer_states", [])))
     ]
     if DATAMODULE_KEY in first:
-        out[DATAMODULE_KEY] = {**first[DATAMODULE_KEY],
-                               "shuffle_rng": [s for m in members for s in m[DATAMODULE_KEY]["shuffle_rng"]]}
+        out[DATAMODULE_KEY] = {
+            **first[DATAMODULE_KEY],
+            "shuffle_rng": [s for m in members for s in m[DATAMODULE_KEY]["shuffle_rng"]],
+        }
     if "gan_rng" in first:
         out["gan_rng"] = {**first["gan_rng"], "members": [s for m in members for s in m["gan_rng"]["members"]]}
     return out

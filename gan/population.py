@@ -17,13 +17,15 @@ become NaN leaves the others alone.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.activations import ActivationError, build_activation
+from gan.activations import build_activation
+from gan.errors import ConfigError
 
 
 def member_generators(seeds: Sequence[int], salt: int) -> list[torch.Generator]:
@@ -61,8 +63,10 @@ def batched_matmul(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None =
     # unbind, not x[k]: indexing one member's slice per member would make autograd zero-fill a whole [K, ...]
     # gradient for each of them (K^2 work, measured as a third of a CPU pack's time); unbind's backward is one stack
     if bias is None:
-        return torch.stack([torch.mm(xk, wk) for xk, wk in zip(x.unbind(0), w.unbind(0))])
-    return torch.stack([torch.addmm(bk, xk, wk) for xk, wk, bk in zip(x.unbind(0), w.unbind(0), bias.unbind(0))])
+        return torch.stack([torch.mm(xk, wk) for xk, wk in zip(x.unbind(0), w.unbind(0), strict=True)])
+    return torch.stack(
+        [torch.addmm(bk, xk, wk) for xk, wk, bk in zip(x.unbind(0), w.unbind(0), bias.unbind(0), strict=True)]
+    )
 
 
 def contiguous_runs(indices: Sequence[int]) -> slice | None:
@@ -204,24 +208,20 @@ class MemberActivation(nn.Module):
         self.names = list(names)
         groups: dict[tuple[str, str], list[int]] = {}
         modules: dict[tuple[str, str], nn.Module] = {}
-        for k, (name, p) in enumerate(zip(names, params)):
+        for k, (name, p) in enumerate(zip(names, params, strict=True)):
             p = dict(p or {})
             module = build_activation(name, p, where)  # validates the name and the parameters
             if name == "prelu" and int(p.get("num_parameters", 1)) != 1:
-                raise ActivationError(
+                raise ConfigError(
                     f"model.act_params.prelu.num_parameters={p['num_parameters']!r} for {where}: this lab learns one "
                     "PReLU slope per layer (per member of a pack). Drop num_parameters, or set it to 1."
                 )
             key = (name, repr(sorted(p.items())) if name != "prelu" else "")
             groups.setdefault(key, []).append(k)
             modules.setdefault(key, module)
-        self.prelu_weight = nn.Parameter(
-            torch.tensor([float(dict(p or {}).get("init", 0.25)) for p in params])
-        )
+        self.prelu_weight = nn.Parameter(torch.tensor([float(dict(p or {}).get("init", 0.25)) for p in params]))
         self.groups = [(key[0], idx, contiguous_runs(idx)) for key, idx in groups.items()]
-        self.functions = nn.ModuleList(
-            [nn.Identity() if key[0] == "prelu" else modules[key] for key in groups]
-        )
+        self.functions = nn.ModuleList([nn.Identity() if key[0] == "prelu" else modules[key] for key in groups])
         self._index_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _apply_group(self, g: int, x: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
@@ -240,8 +240,9 @@ class MemberActivation(nn.Module):
         if len(self.groups) == 1:
             return self._apply_group(0, x, self.prelu_weight)
         if all(run is not None for _, _, run in self.groups):  # groups are neighbours: views, one cat
-            return torch.cat([self._apply_group(g, x[run], self.prelu_weight[run])
-                              for g, (_, _, run) in enumerate(self.groups)])
+            return torch.cat(
+                [self._apply_group(g, x[run], self.prelu_weight[run]) for g, (_, _, run) in enumerate(self.groups)]
+            )
         # Otherwise one gather puts the groups side by side and one puts the members back.
         order, inverse = self._permutation(x.device)
         grouped, slopes = x.index_select(0, order), self.prelu_weight.index_select(0, order)

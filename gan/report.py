@@ -19,9 +19,10 @@ import json
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -126,9 +127,17 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
         for run in runs:
             res = run.results or {}
             latest, best = run.latest or {}, res.get("best") or {}
-            row = {"run": run.path.name, "config": run.label, **run.varying, "seed": run.seed, "status": run.status,
-                   "reason": res.get("reason") or "", "iterations": res.get("iterations", ""),
-                   "wall_s": res.get("wall_s", ""), "best_iteration": best.get("iteration", "")}
+            row = {
+                "run": run.path.name,
+                "config": run.label,
+                **run.varying,
+                "seed": run.seed,
+                "status": run.status,
+                "reason": res.get("reason") or "",
+                "iterations": res.get("iterations", ""),
+                "wall_s": res.get("wall_s", ""),
+                "best_iteration": best.get("iteration", ""),
+            }
             row.update({f"final_{m}": latest.get(m, "") for m in METRIC_NAMES})
             row.update({f"best_{m}": best.get(m, "") for m in METRIC_NAMES})
             writer.writerow(row)
@@ -158,8 +167,11 @@ def write_markdown(sweep: Path, runs: Sequence[Run], rows: Sequence[dict[str, An
         lines.append("| " + " | ".join(cells + [_fmt(row[m]) for m in METRIC_NAMES]) + " |")
     scored = [r for r in rows if r["fid"][2] > 0]
     if scored:
-        lines += ["", f"Best configuration: **{scored[0]['config']}** (fid {_fmt(scored[0]['fid'])}).",
-                  f"Worst configuration: **{scored[-1]['config']}** (fid {_fmt(scored[-1]['fid'])})."]
+        lines += [
+            "",
+            f"Best configuration: **{scored[0]['config']}** (fid {_fmt(scored[0]['fid'])}).",
+            f"Worst configuration: **{scored[-1]['config']}** (fid {_fmt(scored[-1]['fid'])}).",
+        ]
     lines += [""] + [f"![{p}]({p})" for p in plots]
     text = "\n".join(lines) + "\n"
     (sweep / "report.md").write_text(text)
@@ -223,15 +235,18 @@ def plot_curves(runs: Sequence[Run], path: Path) -> bool:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for label, members in sorted(groups.items()):
         fid = [[(e["iteration"], e["fid"]) for e in r.results["evaluations"]] for r in members]
-        panels = [("fid", [f for f in fid if f]), ("train/d_loss", [_loss_series(r, "train/d_loss") for r in members]),
-                  ("train/g_loss", [_loss_series(r, "train/g_loss") for r in members])]
-        for ax, (name, series) in zip(axes, panels):
+        panels = [
+            ("fid", [f for f in fid if f]),
+            ("train/d_loss", [_loss_series(r, "train/d_loss") for r in members]),
+            ("train/g_loss", [_loss_series(r, "train/g_loss") for r in members]),
+        ]
+        for ax, (_name, series) in zip(axes, panels, strict=False):
             series = [s for s in series if s]
             steps, mean, lo, hi = _band(series)
             if steps:
                 (line,) = ax.plot(steps, mean, label=label)
                 ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
-    for ax, title in zip(axes, ("fid (lower is better)", "discriminator loss", "generator loss")):
+    for ax, title in zip(axes, ("fid (lower is better)", "discriminator loss", "generator loss"), strict=False):
         ax.set_title(title)
         ax.set_xlabel("iteration")
     axes[0].legend(fontsize=7)
@@ -263,7 +278,7 @@ def plot_samples(runs: Sequence[Run], path: Path) -> bool:
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 4.0 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (label, grid) in zip(axes.flat, sorted(chosen.items())):
+    for ax, (label, grid) in zip(axes.flat, sorted(chosen.items()), strict=False):
         ax.imshow(mpimg.imread(grid), cmap="gray")
         ax.set_title(label.replace(" ", "\n") + f"\n({grid.stem})", fontsize=7)
     fig.tight_layout()
@@ -285,11 +300,15 @@ def report(sweep: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{sweep} holds no run directories (no .hydra/ or {RESULTS_NAME} below it).")
     rows = summarize(runs)
     write_csv(runs, sweep / "results.csv")
-    plots = [name for name, ok in (
-        ("fid_heatmap.png", plot_heatmap(rows, sweep / "fid_heatmap.png")),
-        ("curves.png", plot_curves(runs, sweep / "curves.png")),
-        ("samples.png", plot_samples(runs, sweep / "samples.png")),
-    ) if ok]
+    plots = [
+        name
+        for name, ok in (
+            ("fid_heatmap.png", plot_heatmap(rows, sweep / "fid_heatmap.png")),
+            ("curves.png", plot_curves(runs, sweep / "curves.png")),
+            ("samples.png", plot_samples(runs, sweep / "samples.png")),
+        )
+        if ok
+    ]
     write_markdown(sweep, runs, rows, plots)
     return {"runs": len(runs), "configurations": rows, "plots": plots}
 
@@ -302,8 +321,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         result = report(args.sweep)
     except FileNotFoundError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    print(f"{result['runs']} runs, {len(result['configurations'])} configurations -> "
-          f"{Path(args.sweep) / 'report.md'}, results.csv, " + ", ".join(result["plots"]))
+    print(
+        f"{result['runs']} runs, {len(result['configurations'])} configurations -> "
+        f"{Path(args.sweep) / 'report.md'}, results.csv, " + ", ".join(result["plots"])
+    )
 
 
 if __name__ == "__main__":

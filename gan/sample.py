@@ -6,7 +6,6 @@ own tools. The generator is rebuilt from the hyperparameters stored in the check
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -15,19 +14,16 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
+from gan.errors import CheckpointError, ConfigError, exits_on_error
 from gan.evaluation import eval_noise
 from gan.module import GANModule
-
-
-class SampleError(ValueError):
-    """A bad argument to gan.sample."""
 
 
 def load_generator(ckpt_path: str | Path, device: str = "cpu") -> GANModule:
     """The trained GANModule (G, D, data range) from a gan.train checkpoint, in eval mode."""
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
-        raise SampleError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file (looked at {path.resolve()}).")
+        raise CheckpointError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file (looked at {path.resolve()}).")
     module = GANModule.load_from_checkpoint(path, map_location=device, weights_only=True)
     return module.eval()
 
@@ -36,17 +32,15 @@ def checked_ema(module: GANModule, cfg: DictConfig) -> bool | None:
     """The ``ema`` argument (null: the average when there is one), refused when the checkpoint has no average."""
     ema = cfg.get("ema")
     if ema is not None and not isinstance(ema, bool):
-        raise SampleError(f"ema={ema!r} is not valid; valid choices: null (the default sampler), true, false.")
+        raise ConfigError(f"ema={ema!r} is not valid; valid choices: null (the default sampler), true, false.")
     if ema and module.generator_ema is None:
-        raise SampleError(
+        raise ConfigError(
             f"ema=true, but {cfg.ckpt_path} holds no generator weight average (it was trained with model.g_ema=false)."
         )
     return ema
 
 
-def draw(
-    module: GANModule, num_samples: int, seed: int, chunk: int = 2000, ema: bool | None = None
-) -> torch.Tensor:
+def draw(module: GANModule, num_samples: int, seed: int, chunk: int = 2000, ema: bool | None = None) -> torch.Tensor:
     """``num_samples`` outputs of a population of one (N x 1024, on the CPU) from seeded noise: the same z as
     training's evaluations with the same seed (``gan.evaluation.eval_noise``).
 
@@ -59,9 +53,9 @@ def draw(
 
 def run(cfg: DictConfig) -> dict[str, str]:
     if int(cfg.num_samples) < 1:
-        raise SampleError(f"num_samples must be a positive integer, got {cfg.num_samples!r}.")
+        raise ConfigError(f"num_samples must be a positive integer, got {cfg.num_samples!r}.")
     if cfg.device not in ("cpu", "cuda"):
-        raise SampleError(f"device={cfg.device!r} is not valid; valid choices: cpu, cuda.")
+        raise ConfigError(f"device={cfg.device!r} is not valid; valid choices: cpu, cuda.")
     module = load_generator(cfg.ckpt_path, cfg.device)
     samples = draw(module, int(cfg.num_samples), int(cfg.seed), ema=checked_ema(module, cfg))
     written: dict[str, str] = {}
@@ -78,11 +72,8 @@ def run(cfg: DictConfig) -> dict[str, str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exits_on_error():
         run(cfg)
-    except SampleError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ import math
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import hydra
 import lightning as L
@@ -29,36 +30,23 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan.activations import ActivationError
-from gan.augment import AugmentError, parse_policy
 from gan.callbacks import MemberCallback, MemberScalars
-from gan.data import MNISTDataError, MNISTDataModule
-from gan.evaluator import EvaluatorError
-from gan.losses import LossError
+from gan.data import MNISTDataModule
+from gan.errors import CheckpointError, ConfigError, LabError, RunFailed
 from gan.metrics import METRIC_NAMES
-from gan.module import DivergenceError, GANModule
-from gan.networks import NetworkConfigError
+from gan.module import GANModule
 from gan.packing import DATAMODULE_KEY, activation_order, merge_checkpoints
 from gan.results import MemberRun, RunResults, read_results
+from gan.schema import check_schema
+from gan.schema import register as register_schema
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-MODEL_OVERRIDE_PREFIXES = ("model.", "model=", "activation=", "activation.", "stability=", "data.augment")
+register_schema()  # before any compose: conf/train.yaml starts from it
+MODEL_OVERRIDE_PREFIXES = ("model.", "model=", "activation=", "act=", "stability=", "data.augment")
 # The data settings that define what a run trains on (resume keeps them, like the model).
 DATA_SUBSET_KEYS = ("train_size", "subset_seed")
 DATA_OVERRIDE_PREFIXES = tuple(f"data.{k}" for k in DATA_SUBSET_KEYS) + ("data=", "stability=")
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names it and the valid choices."""
-
-
-class RunFailed(RuntimeError):
-    """The run stopped (diverged or failed) after it started; results.json says why."""
-
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(f"{status}: {reason}")
-        self.status = status
 
 
 def safe_dirname(text: str, limit: int = 200) -> str:
@@ -105,14 +93,19 @@ def _job_name() -> str:
 
 
 def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` whose bad-value failures become one ConfigError naming the config group."""
+    """``hydra.utils.instantiate`` whose bad-value failures become one ConfigError naming the config group.
+
+    The node is taken as plain values: the schema typed the config the user wrote (``data.seed`` is an int), while
+    gan.train's own arguments may have other types (a pack's data module gets one seed per member).
+    """
+    if OmegaConf.is_config(node):
+        node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except hydra.errors.InstantiationException as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
-            own = (ActivationError, LossError, NetworkConfigError, AugmentError)  # messages that name their key
-            names_key = isinstance(cause, own) or str(cause).startswith(f"{group}.")
+            names_key = isinstance(cause, ConfigError) or str(cause).startswith(f"{group}.")
             message = str(cause) if names_key else f"{group}: {cause}"
             raise ConfigError(message) from cause
         raise
@@ -142,15 +135,17 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]
     """A checkpoint written by this lab (tensors and plain containers only: loaded with ``weights_only=True``)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"{what}={str(path)!r}: no such checkpoint file (looked at {path.resolve()}).")
+        raise CheckpointError(f"{what}={str(path)!r}: no such checkpoint file (looked at {path.resolve()}).")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unreadable or foreign file -> one clear message
-        raise ConfigError(f"{what}={str(path)!r} is not a readable checkpoint of this lab: {exc}") from exc
+        raise CheckpointError(f"{what}={str(path)!r} is not a readable checkpoint of this lab: {exc}") from exc
     if not isinstance(ckpt, dict) or "members" not in ckpt.get("hyper_parameters", {}):
-        raise ConfigError(f"{what}={str(path)!r} was not written by this lab's gan.train (no member hyperparameters).")
+        raise CheckpointError(
+            f"{what}={str(path)!r} was not written by this lab's gan.train (no member hyperparameters)."
+        )
     if len(ckpt["hyper_parameters"]["members"]) != 1:
-        raise ConfigError(f"{what}={str(path)!r} holds a pack, not one run's checkpoint.")
+        raise CheckpointError(f"{what}={str(path)!r} holds a pack, not one run's checkpoint.")
     return ckpt
 
 
@@ -182,8 +177,14 @@ def resume_settings(cfg: DictConfig, member: dict[str, Any]) -> tuple[dict[str, 
     saved = dict(ckpt["hyper_parameters"]["members"][0])
     asked_model = {k: v for k, v in member.items() if k not in ("seed", "augment")}
     keep_checkpoint_settings(cfg, "model", saved, asked_model, MODEL_OVERRIDE_PREFIXES, "model")
-    keep_checkpoint_settings(cfg, "data", {"augment": saved["augment"]}, {"augment": member["augment"]},
-                             MODEL_OVERRIDE_PREFIXES, "augmentation")
+    keep_checkpoint_settings(
+        cfg,
+        "data",
+        {"augment": saved["augment"]},
+        {"augment": member["augment"]},
+        MODEL_OVERRIDE_PREFIXES,
+        "augmentation",
+    )
     _adopt(cfg.model, {k: v for k, v in saved.items() if k not in ("seed", "augment")})
     _adopt(cfg.data, {"augment": saved["augment"]})
     subset = ckpt.get(DATAMODULE_KEY, {}).get("subset")
@@ -221,6 +222,7 @@ def build_model(cfg: DictConfig) -> GANModule:
 
 def prepare(cfg: DictConfig) -> MemberPlan:
     """Check one job's config (every value, before anything is written) and settle how it resumes."""
+    check_schema(cfg)
     resume_from, done = _study_resume(cfg)
     with open_dict(cfg):
         cfg.run_dir = str(Path(cfg.run_dir).resolve())
@@ -277,6 +279,10 @@ def build_datamodule(cfg: DictConfig, module: GANModule, plans: Sequence[MemberP
 
 def build_trainer(cfg: DictConfig, d_steps: int, plugins: Sequence[Any] = ()) -> L.Trainer:
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c is not None]
+    if cfg.get("eval"):  # sample quality and diagnostics: callbacks too, each configured by its own group
+        callbacks.append(instantiate(cfg.eval, "eval", data_root=cfg.data.root))
+    if cfg.get("diag"):
+        callbacks.append(instantiate(cfg.diag, "diag"))
     # The Trainer switches users know win over the callbacks that implement them.
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -349,7 +355,7 @@ def train_pack(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
     if todo:
         order = [todo[j] for j in activation_order([plans[i].member for i in todo])]
         trained = _fit([plans[i] for i in order])
-        summaries.update(zip(order, trained))
+        summaries.update(zip(order, trained, strict=True))
     return [summaries[i] for i in range(len(plans))]
 
 
@@ -375,7 +381,7 @@ def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
     failure: str | None = None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except DivergenceError:
+    except RunFailed:
         pass  # every member diverged; each is recorded
     except Exception as exc:  # noqa: BLE001 - recorded for every member still training, then reported
         failure = f"{type(exc).__name__}: {exc}"
@@ -384,8 +390,10 @@ def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
             raise RunFailed("failed", failure) from exc
     _close(runs, module, trainer, failure)
     wall = time.perf_counter() - start
-    summaries = [_summary(p, r.record.data, trainer.num_training_batches, wall) for p, r in zip(plans, runs)]
-    for summary, plan in zip(summaries, plans):
+    summaries = [
+        _summary(p, r.record.data, trainer.num_training_batches, wall) for p, r in zip(plans, runs, strict=True)
+    ]
+    for summary, plan in zip(summaries, plans, strict=True):
         _print_summary(summary, plan, len(plans))
     if len(plans) == 1 and summaries[0]["status"] == "diverged":
         raise RunFailed("diverged", summaries[0]["reason"])
@@ -432,16 +440,16 @@ def main(cfg: DictConfig) -> float:
     """
     try:
         summary = train(cfg)
-    except (ConfigError, MNISTDataError, EvaluatorError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if _in_multirun():
-            return math.nan
-        sys.exit(2)
     except RunFailed as exc:
         print(f"run {exc}; recorded in {Path(cfg.run_dir).resolve() / 'results.json'}", file=sys.stderr)
         if _in_multirun():
             return math.nan
         sys.exit(1)
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if _in_multirun():
+            return math.nan
+        sys.exit(2)
     return summary.get("final_metrics", {}).get("fid", math.nan)
 
 

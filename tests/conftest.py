@@ -1,11 +1,15 @@
-"""Shared test helpers: small real IDX files, composing the real configs, reading TensorBoard event files."""
+"""Shared test helpers: small real IDX files, composing the real configs, short runs (in process and on the command
+line), reading TensorBoard event files and checkpoints. Test modules import their helpers from here only."""
 
 from __future__ import annotations
 
 import gzip
+import os
 import struct
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 import torch
@@ -14,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from gan.data import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES
-from gan.train import CONF_DIR
+from gan.train import CONF_DIR, train
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_MNIST = (REPO.parent / "shared" / "mnist").resolve()
@@ -101,3 +105,24 @@ def image_tags(run_dir: Path) -> list[str]:
     acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"images": 0})
     acc.Reload()
     return acc.Tags()["images"]
+
+
+SCALAR_TAGS = {"train/d_loss", "train/g_loss", "train/D_x", "train/D_G_z"}
+
+
+def run(tmp_path: Path, name: str, data: Path, *extra: str) -> tuple[dict, Path]:
+    """A short in-process run (fast_overrides plus EXTRA) in TMP_PATH/NAME: its summary and run directory."""
+    run_dir = tmp_path / name
+    summary = train(compose_train(fast_overrides(data) + list(extra), run_dir))
+    return summary, run_dir
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The state dict of the run's last checkpoint."""
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m ARGS`` in CWD with this checkout first on the path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

@@ -4,18 +4,25 @@ import pytest
 import torch
 from torch import nn
 
-from gan.activations import (
-    ACTIVATION_NAMES,
-    ActivationError,
-    build_activation,
-    check_activation,
-    data_range,
-    output_bounds,
-)
+from gan.activations import ACTIVATION_NAMES, build_activation, check_activation, data_range, output_bounds
+from gan.errors import ConfigError
 from gan.population import MemberActivation
 
-REQUIRED = {"relu", "leaky_relu", "prelu", "elu", "selu", "gelu", "silu", "mish", "softplus", "tanh", "sigmoid",
-            "hardtanh", "identity"}
+REQUIRED = {
+    "relu",
+    "leaky_relu",
+    "prelu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "mish",
+    "softplus",
+    "tanh",
+    "sigmoid",
+    "hardtanh",
+    "identity",
+}
 
 
 def test_registry_has_every_required_name():
@@ -55,12 +62,19 @@ def test_prelu_is_fresh_per_call():
 
 
 # members 0 and 3 share an activation but are not neighbours (a gather); 1 and 4 differ only in a parameter
-MEMBERS = [("relu", None), ("leaky_relu", {"negative_slope": 0.3}), ("prelu", {"init": 0.1}), ("relu", None),
-           ("leaky_relu", {"negative_slope": 0.01}), ("tanh", None), ("prelu", None)]
+MEMBERS = [
+    ("relu", None),
+    ("leaky_relu", {"negative_slope": 0.3}),
+    ("prelu", {"init": 0.1}),
+    ("relu", None),
+    ("leaky_relu", {"negative_slope": 0.01}),
+    ("tanh", None),
+    ("prelu", None),
+]
 
 
 def test_member_activation_applies_each_members_own_function():
-    names, params = zip(*MEMBERS)
+    names, params = zip(*MEMBERS, strict=True)
     layer = MemberActivation(names, params, "model.g_act")
     x = torch.linspace(-3, 3, 7 * 2 * 5).view(7, 2, 5)
     out = layer(x)
@@ -70,12 +84,12 @@ def test_member_activation_applies_each_members_own_function():
     assert sorted(len(idx) for _, idx, _ in layer.groups) == [1, 1, 1, 2, 2]  # prelu members share a group
     out[2].sum().backward()  # a PReLU member's slope learns from its own slice only
     assert layer.prelu_weight.grad[2] != 0 and layer.prelu_weight.grad[[0, 1, 3, 4, 5, 6]].abs().sum() == 0
-    with pytest.raises(ActivationError, match="'swishy' for model.d_act"):
+    with pytest.raises(ConfigError, match="'swishy' for model.d_act"):
         MemberActivation(["relu", "swishy"], [None, None], "model.d_act")
 
 
 def test_unknown_name_lists_the_valid_ones():
-    with pytest.raises(ActivationError) as err:
+    with pytest.raises(ConfigError) as err:
         build_activation("swishy", where="model.g_act")
     msg = str(err.value)
     assert "'swishy'" in msg and "model.g_act" in msg
@@ -84,7 +98,7 @@ def test_unknown_name_lists_the_valid_ones():
 
 
 def test_unknown_parameter_lists_the_valid_ones():
-    with pytest.raises(ActivationError, match="negative_slop.*Valid parameters: negative_slope"):
+    with pytest.raises(ConfigError, match="negative_slop.*Valid parameters: negative_slope"):
         check_activation("leaky_relu", {"negative_slop": 0.1})
 
 
@@ -115,9 +129,8 @@ def test_generator_can_reach_both_ends_of_its_data_range(name):
 
 
 def test_prelu_with_one_slope_per_unit_is_refused_not_ignored():
-    from gan.activations import ActivationError
     from gan.population import MemberActivation
 
-    with pytest.raises(ActivationError, match="num_parameters=16 for model.g_act: this lab learns one PReLU slope"):
+    with pytest.raises(ConfigError, match="num_parameters=16 for model.g_act: this lab learns one PReLU slope"):
         MemberActivation(["prelu"], [{"num_parameters": 16}], "model.g_act")
     assert MemberActivation(["prelu"], [{"num_parameters": 1}], "model.g_act").prelu_weight.shape == (1,)

@@ -2,21 +2,44 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from gan import bench
+from gan.errors import ConfigError
 from gan.module import member_hparams
 from tests.conftest import make_mnist
 
 
+@pytest.mark.slow  # a gan.bench run
 def test_bench_prints_one_json_line_with_every_throughput(tmp_path, capsys):
     root = make_mnist(tmp_path / "data", n_train=512, n_test=16)
-    summary = bench.main(["--data-root", str(root), "--members", "3", "--warmup", "2", "--iters", "6",
-                          "--pack-iters", "3", "--rounds", "1", "--sequential", "2", "data.batch_size=32", "model.g_hidden=[16]",
-                          "model.d_hidden=[16]", "trainer.enable_progress_bar=false"])
+    summary = bench.main(
+        [
+            "--data-root",
+            str(root),
+            "--members",
+            "3",
+            "--warmup",
+            "2",
+            "--iters",
+            "6",
+            "--pack-iters",
+            "3",
+            "--rounds",
+            "1",
+            "--sequential",
+            "2",
+            "data.batch_size=32",
+            "model.g_hidden=[16]",
+            "model.d_hidden=[16]",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
     last = capsys.readouterr().out.strip().splitlines()[-1]
     parsed = json.loads(last)
     assert parsed == summary
-    assert min(parsed[k] for k in ("reference_img_s", "single_img_s", "sequential_member_img_s", "pack_member_img_s")) > 0
+    throughputs = ("reference_img_s", "single_img_s", "sequential_member_img_s", "pack_member_img_s")
+    assert min(parsed[k] for k in throughputs) > 0
     assert parsed["single_vs_reference"] == pytest.approx(parsed["single_img_s"] / parsed["reference_img_s"], abs=2e-3)
     ratio = parsed["pack_member_img_s"] / parsed["sequential_member_img_s"]
     assert parsed["pack_vs_sequential"] == pytest.approx(ratio, abs=0.01) and parsed["sequential_runs_timed"] == 2
@@ -48,7 +71,11 @@ def test_reference_loop_trains_the_same_model():
 
 
 @pytest.mark.parametrize("override", ["stability=r1", "stability=wgan_gp", "stability=g_ema", "data.augment=cutout"])
-def test_bench_refuses_switches_the_reference_does_not_implement(tmp_path, override):
+def test_bench_refuses_switches_the_reference_does_not_implement(tmp_path, override, capsys):
     root = make_mnist(tmp_path / "data", n_train=512, n_test=16)
-    with pytest.raises(bench.BenchConfigError, match="does not implement"):
+    with pytest.raises(SystemExit) as exit_info:  # a clear message and status 2, no traceback
         bench.main(["--data-root", str(root), "--warmup", "1", "--iters", "2", override])
+    assert exit_info.value.code == 2 and "does not implement" in capsys.readouterr().err
+    cfg = OmegaConf.merge(bench.bench_config(str(root), str(tmp_path), "cpu", [override]), {"seed": 0})
+    with pytest.raises(ConfigError, match="does not implement"):  # the check itself
+        bench.check_reference_can_match(bench.member_config(cfg))

@@ -1,11 +1,14 @@
+import re
 from pathlib import Path
 
 import hydra
 import pytest
 from omegaconf import OmegaConf
 
+from gan.activations import ACTIVATION_NAMES
+from gan.errors import ConfigError, DataError
 from gan.module import GANModule
-from gan.train import CONF_DIR, ConfigError, build_model, lightning_max_steps, train
+from gan.train import CONF_DIR, build_model, lightning_max_steps, train
 from tests.conftest import compose_train, fast_overrides
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "activation").glob("*.yaml"))
@@ -29,9 +32,9 @@ def test_defaults_are_the_seed_design():
 
 
 def test_presets_set_all_four_and_single_overrides_still_win():
-    cfg = compose_train(["activation=all_tanh"])
+    cfg = compose_train(["activation=same", "act=tanh"])
     assert (cfg.model.g_act, cfg.model.d_act) == ("tanh", "tanh")
-    cfg = compose_train(["activation=all_tanh", "model.d_act=elu"])
+    cfg = compose_train(["activation=same", "act=tanh", "model.d_act=elu"])
     assert (cfg.model.g_act, cfg.model.d_act) == ("tanh", "elu")
     cfg = compose_train(["activation=sigmoid_out"])
     assert build_model(cfg).data_range == (0.0, 1.0)
@@ -46,7 +49,20 @@ def test_every_preset_composes_and_builds(preset):
 
 
 def test_required_presets_exist():
-    assert {"seed", "dcgan", "all_tanh", "all_relu", "all_sigmoid", "all_identity"} <= set(PRESETS)
+    assert {"seed", "dcgan", "same", "sigmoid_out"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("act", ACTIVATION_NAMES)
+def test_one_preset_sets_any_activation_everywhere(act):
+    cfg = compose_train(["activation=same", f"act={act}"])
+    hp = build_model(cfg).member_hparams[0]
+    assert (hp["g_act"], hp["d_act"], hp["g_out_act"], hp["d_out_act"]) == (act, act, "tanh", "identity")
+
+
+def test_the_dcgan_preset_is_the_seed_design_with_batch_norm_in_g():
+    seed, dcgan = compose_train(["activation=seed"]).model, compose_train(["activation=dcgan"]).model
+    assert dcgan.g_norm == "batch" and seed.g_norm == "none"
+    assert {k: v for k, v in dcgan.items() if k != "g_norm"} == {k: v for k, v in seed.items() if k != "g_norm"}
 
 
 def test_activation_parameters_from_the_command_line():
@@ -97,10 +113,48 @@ def test_config_is_plain_yaml_the_code_can_read():
 
 
 def test_a_training_subset_larger_than_the_data_fails_before_any_work(tmp_path, tiny_mnist):
-    from gan.data import MNISTDataError
 
     run_dir = tmp_path / "run"
     cfg = compose_train(fast_overrides(tiny_mnist) + ["data.train_size=1000"], run_dir)
-    with pytest.raises(MNISTDataError, match="data.train_size=1000 is larger than the training split"):
+    with pytest.raises(DataError, match="data.train_size=1000 is larger than the training split"):
         train(cfg)
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "override", ["data.batch_size=abc", "model.d_steps=1.5", "seed=abc", "eval.num_samples=x", "model.g_ema=maybe"]
+)
+def test_the_schema_refuses_wrong_types_while_composing(override):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match=f"Error merging override {re.escape(override)}") as err:
+        compose_train([override])
+    assert re.search("could not be converted|is not a valid bool", str(err.value.__cause__))
+
+
+@pytest.mark.parametrize(
+    "override,pattern",
+    [
+        ("+model.lr=1", r"model.lr: Key 'lr' not in 'ModelConfig'. Valid keys there: latent_dim, .*optimizer_g"),
+        ("+data.foo=1", "data.foo: Key 'foo' not in 'DataConfig'"),
+        ("+eval.every=2", "eval.every: Key 'every' not in 'EvalConfig'"),
+        ("act=tanh", "act='tanh' is read only by the activation=same preset"),
+    ],
+)
+def test_keys_the_schema_does_not_have_are_refused_before_any_work(tmp_path, override, pattern):
+    from gan.train import prepare
+
+    cfg = compose_train(fast_overrides(tmp_path / "absent") + [override], tmp_path / "run")
+    with pytest.raises(ConfigError, match=pattern):
+        prepare(cfg)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_the_schema_mirrors_the_yaml_groups():
+    """Every key of the YAML groups has its typed field (and no field lacks its YAML default)."""
+    from gan.schema import TrainConfig
+
+    cfg = compose_train([])
+    schema = OmegaConf.structured(TrainConfig)
+    for group in ("model", "data", "eval", "diag"):
+        assert set(cfg[group]) == set(schema[group]), group

@@ -6,7 +6,6 @@ import torch
 from gan.data import (
     IMAGES_MAGIC,
     LABELS_MAGIC,
-    MNISTDataError,
     MNISTDataModule,
     PackedBatches,
     load_split,
@@ -15,6 +14,7 @@ from gan.data import (
     scale_bytes,
     to_flat_images,
 )
+from gan.errors import DataError
 from tests.conftest import make_mnist, write_idx
 
 
@@ -81,19 +81,19 @@ def test_batches_are_full_shuffled_and_seeded():
 
 def test_each_member_gets_its_own_shuffle_and_range(tiny_mnist):
     cpu = torch.device("cpu")
-    dm = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=[3, 4],
-                         value_range=[(-1.0, 1.0), (0.0, 1.0)])
+    dm = MNISTDataModule(
+        root=str(tiny_mnist), batch_size=32, download=False, seed=[3, 4], value_range=[(-1.0, 1.0), (0.0, 1.0)]
+    )
     plan, step = next(iter(dm.train_dataloader()))
     batch = dm.transfer_batch_to_device((plan, step), cpu, 0)
     assert batch.shape == (2, 32, 1024)
     for k, (seed, value_range) in enumerate([(3, (-1.0, 1.0)), (4, (0.0, 1.0))]):
         assert torch.allclose(batch[k], scale_bytes(dm.train_bytes[plan[step, k]], value_range))
-        alone = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=seed,
-                                value_range=value_range)
+        alone = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=seed, value_range=value_range)
         assert torch.equal(batch[k], alone.transfer_batch_to_device(next(iter(alone.train_dataloader())), cpu, 0)[0])
     assert dm.value_ranges == [(-1.0, 1.0), (0.0, 1.0)]
     with pytest.raises(ValueError, match="one value range per member"):
-        dm.value_range
+        _ = dm.value_range
     with pytest.raises(ValueError, match="3 member seeds but 2 value ranges"):
         MNISTDataModule(root=str(tiny_mnist), seed=[1, 2, 3], value_range=[(-1.0, 1.0), (0.0, 1.0)])
 
@@ -116,7 +116,7 @@ def test_state_dict_restores_the_next_epoch_order(tiny_mnist):
     dm2 = MNISTDataModule(root=str(tiny_mnist), batch_size=32, download=False, seed=[3, 4], train_size=128)
     dm2.load_state_dict(state)
     again = [dm2.transfer_batch_to_device(b, cpu, 0) for b in dm2.train_dataloader()]
-    assert len(again) == len(expected) and all(torch.equal(a, b) for a, b in zip(again, expected))
+    assert len(again) == len(expected) and all(torch.equal(a, b) for a, b in zip(again, expected, strict=True))
 
 
 def test_d_steps_batches_hold_one_batch_per_discriminator_update(tiny_mnist):
@@ -128,7 +128,7 @@ def test_d_steps_batches_hold_one_batch_per_discriminator_update(tiny_mnist):
 
 def test_missing_files_offline_name_files_folder_and_data_root(tmp_path):
     dm = MNISTDataModule(root=str(tmp_path / "nowhere"), download=False)
-    with pytest.raises(MNISTDataError) as err:
+    with pytest.raises(DataError) as err:
         dm.prepare_data()
     msg = str(err.value)
     assert str(raw_folder(tmp_path / "nowhere")) in msg
@@ -146,7 +146,7 @@ def test_failed_download_is_reported_clearly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
     dm = MNISTDataModule(root=str(tmp_path), download=True)
-    with pytest.raises(MNISTDataError, match="download failed.*Error downloading.*Put the four raw IDX files"):
+    with pytest.raises(DataError, match="download failed.*Error downloading.*Put the four raw IDX files"):
         dm.prepare_data()
 
 
@@ -183,7 +183,7 @@ def _corrupt(tmp_path, how):
 )
 def test_bad_files_get_a_clear_error_naming_the_file(tmp_path, how, pattern):
     root, path = _corrupt(tmp_path, how)
-    with pytest.raises(MNISTDataError, match=pattern) as err:
+    with pytest.raises(DataError, match=pattern) as err:
         MNISTDataModule(root=str(root), download=False).setup("fit")
     assert "train-images-idx3-ubyte" in str(err.value)
 

@@ -6,11 +6,15 @@ import pytest
 import torch
 
 from gan.diagnostics import (
-    grad_norms, hidden_layers, jacobian_conditioning, jacobian_singular_values, layer_stats, probe,
+    grad_norms,
+    hidden_layers,
+    jacobian_conditioning,
+    jacobian_singular_values,
+    layer_stats,
+    probe,
 )
 from gan.networks import Discriminator, Generator
-from tests.test_train import SCALAR_TAGS, run
-from tests.conftest import scalars
+from tests.conftest import SCALAR_TAGS, run, scalars
 
 PARAMS = {"leaky_relu": {"negative_slope": 0.2}}
 
@@ -46,7 +50,7 @@ def test_layer_forced_to_known_pre_activations(act, bias, dead, saturated):
 
 
 def test_each_member_is_probed_with_its_own_activation():
-    acts, biases, dead, saturated = (list(column) for column in zip(*FORCED))
+    acts, biases, dead, saturated = (list(column) for column in zip(*FORCED, strict=True))
     D = _forced(acts, biases)
     stats = probe(D.net, torch.randn(5, 32, 1024), acts, [PARAMS.get(a) for a in acts])[1]["stats"]
     assert stats["dead"].tolist() == dead and stats["saturated"].tolist() == saturated
@@ -65,8 +69,9 @@ def test_layer_stats_moments_and_partial_saturation():
 
 
 def test_grad_norms_are_per_layer_l2():
-    G = Generator(4, [8, 8], ["relu", "tanh"], ["tanh"] * 2, [{}] * 2,
-                  [torch.Generator().manual_seed(k) for k in (0, 1)])
+    G = Generator(
+        4, [8, 8], ["relu", "tanh"], ["tanh"] * 2, [{}] * 2, [torch.Generator().manual_seed(k) for k in (0, 1)]
+    )
     assert grad_norms(G.net)[1].tolist() == [0.0, 0.0]  # no gradients yet
     (G(torch.randn(2, 5, 4)).pow(2).sum((1, 2)) * torch.tensor([1.0, 3.0])).sum().backward()
     norms = grad_norms(G.net)
@@ -76,10 +81,10 @@ def test_grad_norms_are_per_layer_l2():
     assert [k for k, _, _ in hidden_layers(G.net)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_diagnostics_in_a_run_log_every_layer_and_leave_training_alone(tmp_path, tiny_mnist):
     _, plain = run(tmp_path, "plain", tiny_mnist, "trainer.max_epochs=1")
-    _, probed = run(tmp_path, "probed", tiny_mnist, "trainer.max_epochs=1", "diag.enabled=true",
-                    "diag.every_n_steps=4")
+    _, probed = run(tmp_path, "probed", tiny_mnist, "trainer.max_epochs=1", "diag.enabled=true", "diag.every_n_steps=4")
     series = scalars(probed)
     for net in "GD":
         for k in (1, 2, 3):
@@ -95,9 +100,17 @@ def test_diagnostics_in_a_run_log_every_layer_and_leave_training_alone(tmp_path,
     assert "diag/G/layer1/pre" in acc.Tags()["histograms"]
 
 
+@pytest.mark.slow
 def test_the_last_iteration_is_probed_and_its_summary_recorded(tmp_path, tiny_mnist):
-    _, run_dir = run(tmp_path, "probed", tiny_mnist, "trainer.max_epochs=1", "diag.enabled=true",
-                     "diag.every_n_steps=3", "diag.histograms=false")
+    _, run_dir = run(
+        tmp_path,
+        "probed",
+        tiny_mnist,
+        "trainer.max_epochs=1",
+        "diag.enabled=true",
+        "diag.every_n_steps=3",
+        "diag.histograms=false",
+    )
     series = scalars(run_dir)
     assert [s for s, _ in series["diag/G/jacobian_log_cond_mean"]] == [3, 6, 8]  # 8 iterations: the end too
     assert [s for s, _ in series["diag/D/layer2/dead"]] == [3, 6, 8]
@@ -110,8 +123,15 @@ def test_the_last_iteration_is_probed_and_its_summary_recorded(tmp_path, tiny_mn
 
 
 def _generator(acts: list[str], out_act: str = "identity", norm: str = "none") -> Generator:
-    return Generator(6, [8, 7], acts, [out_act] * len(acts), [PARAMS] * len(acts),
-                     [torch.Generator().manual_seed(k) for k in range(len(acts))], norm=norm)
+    return Generator(
+        6,
+        [8, 7],
+        acts,
+        [out_act] * len(acts),
+        [PARAMS] * len(acts),
+        [torch.Generator().manual_seed(k) for k in range(len(acts))],
+        norm=norm,
+    )
 
 
 def test_jacobian_of_a_linear_generator_is_its_weight_product():
@@ -125,8 +145,10 @@ def test_jacobian_of_a_linear_generator_is_its_weight_product():
         for i in range(3):
             assert values[k, i].tolist() == pytest.approx(expected.tolist(), rel=1e-4)
     found = jacobian_conditioning(G, z)
-    closed = [(s[0] / s[-1]).log().item() for s in (torch.linalg.svdvals((weights[0][k] @ weights[1][k] @
-              weights[2][k]).detach()) for k in range(2))]
+    closed = [
+        (s[0] / s[-1]).log().item()
+        for s in (torch.linalg.svdvals((weights[0][k] @ weights[1][k] @ weights[2][k]).detach()) for k in range(2))
+    ]
     assert found["log_cond_mean"].tolist() == pytest.approx(closed, rel=1e-4)
     assert found["log_cond_std"].tolist() == pytest.approx([0.0, 0.0], abs=1e-4)
 
@@ -140,10 +162,12 @@ def test_jacobian_of_a_nonlinear_generator_matches_autograd_and_leaves_it_as_it_
     G.eval()
     for k in range(2):
         for i in range(4):
-            def member_output(x, k=k):
+
+            def member_output(x, k=k, i=i):
                 batch = z.clone()
                 batch[k, i] = x
                 return G(batch)[k, i]
+
             jac = torch.autograd.functional.jacobian(member_output, z[k, i])  # [out, latent]
             assert values[k, i].tolist() == pytest.approx(torch.linalg.svdvals(jac).tolist(), rel=1e-4, abs=1e-6)
     G.train()

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from gan.metrics import METRIC_NAMES
-from tests.conftest import scalars
-from tests.test_train import SCALAR_TAGS, _cli, run
+from tests.conftest import SCALAR_TAGS, _cli, run, scalars
+
+pytestmark = pytest.mark.slow  # every test trains a run and scores it with a freshly trained evaluator
 
 EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=2"]
 
@@ -47,8 +48,14 @@ def test_evaluation_does_not_change_training(tmp_path, tiny_mnist):
 
 def test_evaluate_command_prints_the_metrics(tmp_path, tiny_mnist):
     _, run_dir = run(tmp_path, "run", tiny_mnist)
-    proc = _cli("gan.evaluate", f"ckpt_path={run_dir}/checkpoints/last.ckpt", f"data.root={tiny_mnist}",
-                "num_samples=50", "min_evaluator_accuracy=0", cwd=tmp_path)
+    proc = _cli(
+        "gan.evaluate",
+        f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+        f"data.root={tiny_mnist}",
+        "num_samples=50",
+        "min_evaluator_accuracy=0",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(METRIC_NAMES) <= set(result) and result["num_samples"] == 50
@@ -61,8 +68,9 @@ def test_weight_average_and_trained_generator_are_both_scored(tmp_path, tiny_mni
 
     from gan.evaluate import run as evaluate_run
 
-    _, run_dir = run(tmp_path, "ema", tiny_mnist, "trainer.max_epochs=2", "model.g_ema=true", "model.g_ema_decay=0.9",
-                     *EVAL_ON)
+    _, run_dir = run(
+        tmp_path, "ema", tiny_mnist, "trainer.max_epochs=2", "model.g_ema=true", "model.g_ema_decay=0.9", *EVAL_ON
+    )
     final = json.loads((run_dir / "results.json").read_text())["final"]
     assert set(METRIC_NAMES) <= set(final["no_ema"])
     assert final["fid"] != final["no_ema"]["fid"]  # two generators, two scores
@@ -71,8 +79,14 @@ def test_weight_average_and_trained_generator_are_both_scored(tmp_path, tiny_mni
     assert series["eval/fid"][0][1] == pytest.approx(final["fid"], rel=1e-6)  # TensorBoard keeps float32
     assert series["eval_no_ema/fid"][0][1] == pytest.approx(final["no_ema"]["fid"], rel=1e-6)
     assert len(series["eval_no_ema/diversity"]) == 2
-    base = {"ckpt_path": str(run_dir / "checkpoints" / "last.ckpt"), "num_samples": 64, "seed": 0, "device": "cpu",
-            "data": {"root": str(tiny_mnist)}, "min_evaluator_accuracy": 0}
+    base = {
+        "ckpt_path": str(run_dir / "checkpoints" / "last.ckpt"),
+        "num_samples": 64,
+        "seed": 0,
+        "device": "cpu",
+        "data": {"root": str(tiny_mnist)},
+        "min_evaluator_accuracy": 0,
+    }
     averaged = evaluate_run(OmegaConf.create({**base, "ema": None}))
     trained = evaluate_run(OmegaConf.create({**base, "ema": False}))
     assert averaged["generator"] == "weight average" and trained["generator"] == "trained"

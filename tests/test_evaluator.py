@@ -8,7 +8,8 @@ import torch
 
 from gan import evaluator as ev_mod
 from gan.data import raw_folder
-from gan.evaluator import EvaluatorError, cache_path, load_evaluator
+from gan.errors import DataError
+from gan.evaluator import cache_path, load_evaluator
 from tests.conftest import make_mnist
 
 
@@ -30,6 +31,7 @@ def _count_training(monkeypatch):
     return calls
 
 
+@pytest.mark.slow  # trains the evaluator
 def test_trained_once_then_loaded_from_cache(small_mnist, monkeypatch):
     calls = _count_training(monkeypatch)
     first = load_evaluator(small_mnist, min_accuracy=0.0)
@@ -42,6 +44,7 @@ def test_trained_once_then_loaded_from_cache(small_mnist, monkeypatch):
     assert torch.equal(second.test_features, first.test_features)
 
 
+@pytest.mark.slow  # trains the evaluator
 def test_stale_and_corrupted_caches_are_rebuilt(small_mnist, monkeypatch, capsys):
     calls = _count_training(monkeypatch)
     path = load_evaluator(small_mnist, min_accuracy=0.0).path
@@ -56,9 +59,10 @@ def test_stale_and_corrupted_caches_are_rebuilt(small_mnist, monkeypatch, capsys
     assert calls == [1, 1, 1] and "other data" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # trains the evaluator
 def test_weak_evaluator_is_refused_and_not_cached(small_mnist, monkeypatch):
     _count_training(monkeypatch)
-    with pytest.raises(EvaluatorError, match="below the 0.99 it must reach"):
+    with pytest.raises(DataError, match="below the 0.99 it must reach"):
         load_evaluator(small_mnist)  # random pixels cannot be classified
     assert not cache_path(small_mnist).exists()
 
@@ -74,6 +78,7 @@ def test_read_only_data_folder_caches_per_user(tmp_path, monkeypatch):
     assert path.is_relative_to(tmp_path / "cache" / "gan-activation-lab")
 
 
+@pytest.mark.slow  # trains the evaluator
 def test_embedding_is_the_same_in_either_value_range(small_mnist, monkeypatch):
     _count_training(monkeypatch)
     ev = load_evaluator(small_mnist, min_accuracy=0.0)

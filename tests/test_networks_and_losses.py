@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from gan.losses import LOSSES, LossError, MemberLosses, check_loss
+from gan.errors import ConfigError
+from gan.losses import LOSSES, MemberLosses, check_loss
 from gan.networks import IMAGE_DIM, Discriminator, Generator
 from gan.population import StackedLinear
 
@@ -52,7 +53,7 @@ MIXED = [  # (hidden act, output act, act_params, spectral norm) of four members
 
 def test_each_generator_member_computes_what_it_computes_alone():
     seeds = [3, 4, 5, 6]
-    acts, outs, params, _ = zip(*MIXED)
+    acts, outs, params, _ = zip(*MIXED, strict=True)
     pack = Generator(8, [16, 16], acts, outs, params, gens(*seeds))
     z = torch.randn(4, 6, 8)
     out = pack(z)
@@ -69,12 +70,14 @@ def test_each_generator_member_computes_what_it_computes_alone():
 
 def test_each_discriminator_member_with_its_own_spectral_norm_computes_what_it_computes_alone():
     seeds = [7, 8, 9, 10]
-    acts, _, params, sn = zip(*MIXED)
+    acts, _, params, sn = zip(*MIXED, strict=True)
     members = [1, 0, 2, 1]  # the two tanh members are not neighbours: MemberActivation gathers them
     acts, params, sn = [acts[m] for m in members], [params[m] for m in members], [sn[m] for m in members]
     pack = Discriminator([32, 16], acts, ["identity"] * 4, params, gens(*seeds), spectral_norm=sn)
-    alone = [Discriminator([32, 16], [a], ["identity"], [p], gens(s), spectral_norm=[n])
-             for a, p, s, n in zip(acts, params, seeds, sn)]
+    alone = [
+        Discriminator([32, 16], [a], ["identity"], [p], gens(s), spectral_norm=[n])
+        for a, p, s, n in zip(acts, params, seeds, sn, strict=True)
+    ]
     x = torch.randn(4, 5, 1024)
     for _ in range(3):  # training mode: every pass is one more power iteration
         out = pack(x)
@@ -83,7 +86,7 @@ def test_each_discriminator_member_with_its_own_spectral_norm_computes_what_it_c
     for k, D in enumerate(alone):
         assert torch.equal(pack.net.fc1.sn_u[k], D.net.fc1.sn_u[0])
     start = Discriminator([32, 16], acts, ["identity"] * 4, params, gens(*seeds), spectral_norm=sn)
-    moved = [not torch.equal(a, b) for a, b in zip(pack.net.fc1.sn_u, start.net.fc1.sn_u)]
+    moved = [not torch.equal(a, b) for a, b in zip(pack.net.fc1.sn_u, start.net.fc1.sn_u, strict=True)]
     assert moved == sn  # members without spectral norm leave their vectors alone
 
 
@@ -155,7 +158,7 @@ def test_saturation_minimax_vs_ns_gradient():
 
 
 def test_unknown_loss_lists_the_valid_ones():
-    with pytest.raises(LossError, match="'wgan'.*ns, minimax, lsgan"):
+    with pytest.raises(ConfigError, match="'wgan'.*ns, minimax, lsgan"):
         check_loss("wgan")
     assert check_loss("hinge") is LOSSES["hinge"]
 
@@ -167,12 +170,12 @@ def test_member_losses_give_each_member_exactly_its_own_loss():
     real, fake = torch.randn(6, 7), torch.randn(6, 7)
     d, g, out = losses.d_loss(real, fake), losses.g_loss(fake), losses.d_output(real)
     assert d.shape == g.shape == (6,) and out.shape == (6, 7)
-    for k, (name, s) in enumerate(zip(names, smoothing)):
+    for k, (name, s) in enumerate(zip(names, smoothing, strict=True)):
         alone = LOSSES[name]()
         label = torch.tensor([[1.0 - s]])
         assert d[k] == alone.d_loss(real[k : k + 1], fake[k : k + 1], label)[0], name
         assert g[k] == alone.g_loss(fake[k : k + 1])[0], name
         assert torch.equal(out[k], alone.d_output(real[k : k + 1])[0]), name
     assert losses.gradient_penalty == [False, False, False, False, True, False]
-    with pytest.raises(LossError, match="does not apply to model.loss='hinge'"):
+    with pytest.raises(ConfigError, match="does not apply to model.loss='hinge'"):
         MemberLosses(["ns", "hinge"], [0.1, 0.1])

@@ -9,8 +9,9 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import compose_train, fast_overrides, scalars
-from tests.test_train import _cli
+from tests.conftest import _cli, compose_train, fast_overrides, scalars
+
+pytestmark = pytest.mark.slow  # every test runs a sweep with python -m gan.train
 
 EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=1"]
 SMALL = ["model.g_hidden=[32]", "model.d_hidden=[32]"]
@@ -37,8 +38,9 @@ def test_a_packed_sweep_gives_the_same_runs_as_the_unpacked_one(tmp_path, tiny_m
     """4 jobs as one pack against the basic launcher's runs: same folders, files, weights, logged losses and
     metrics."""
     plain, _ = sweep_with(tmp_path, tiny_mnist, "plain", *GRID, *EVAL_ON, "trainer.max_epochs=2")
-    packed, proc = sweep_with(tmp_path, tiny_mnist, "packed", "hydra/launcher=packed", *GRID, *EVAL_ON,
-                              "trainer.max_epochs=2")
+    packed, proc = sweep_with(
+        tmp_path, tiny_mnist, "packed", "hydra/launcher=packed", *GRID, *EVAL_ON, "trainer.max_epochs=2"
+    )
     assert "Training 4 of 4 jobs in 1 pack(s): 4 members" in proc.stdout + proc.stderr
     assert jobs(plain).keys() == jobs(packed).keys() and len(jobs(plain)) == 4
     for name, job in jobs(packed).items():
@@ -56,23 +58,41 @@ def test_a_packed_sweep_gives_the_same_runs_as_the_unpacked_one(tmp_path, tiny_m
         sa, sb = scalars(job), scalars(other)
         assert [v for _, v in sa["train/g_loss"]] == pytest.approx([v for _, v in sb["train/g_loss"]], abs=1e-5)
     report = _cli("gan.report", str(packed), cwd=tmp_path)
-    assert report.returncode == 0 and (packed / "report.md").is_file() and "4 runs: 4 finished" in (
-        packed / "report.md"
-    ).read_text()
-    sample = _cli("gan.sample", f"ckpt_path={next(iter(jobs(packed).values()))}/checkpoints/best-fid.ckpt",
-                  "num_samples=4", "out=grid.png", cwd=tmp_path)
+    assert (
+        report.returncode == 0
+        and (packed / "report.md").is_file()
+        and "4 runs: 4 finished" in (packed / "report.md").read_text()
+    )
+    sample = _cli(
+        "gan.sample",
+        f"ckpt_path={next(iter(jobs(packed).values()))}/checkpoints/best-fid.ckpt",
+        "num_samples=4",
+        "out=grid.png",
+        cwd=tmp_path,
+    )
     assert sample.returncode == 0, sample.stderr[-2000:]
 
 
 def test_max_members_cuts_packs_and_incompatible_jobs_pack_apart(tmp_path, tiny_mnist):
-    _, proc = sweep_with(tmp_path, tiny_mnist, "cut", "hydra/launcher=packed", "hydra.launcher.max_members=3",
-                         "model.g_act=relu,tanh,elu", "seed=0,1", "data.batch_size=16,32", "trainer.max_steps=2")
-    assert "Training 12 of 12 jobs in 4 pack(s): 3 members; 3 members; 3 members; 3 members" in proc.stderr + proc.stdout
+    _, proc = sweep_with(
+        tmp_path,
+        tiny_mnist,
+        "cut",
+        "hydra/launcher=packed",
+        "hydra.launcher.max_members=3",
+        "model.g_act=relu,tanh,elu",
+        "seed=0,1",
+        "data.batch_size=16,32",
+        "trainer.max_steps=2",
+    )
+    packs = "Training 12 of 12 jobs in 4 pack(s): 3 members; 3 members; 3 members; 3 members"
+    assert packs in proc.stderr + proc.stdout
 
 
 def test_a_bad_value_in_any_job_stops_the_sweep_before_any_training(tmp_path, tiny_mnist):
-    sweep, proc = sweep_with(tmp_path, tiny_mnist, "bad", "hydra/launcher=packed", "model.d_act=leaky_relu,nope",
-                             "seed=0,1", check=False)
+    sweep, proc = sweep_with(
+        tmp_path, tiny_mnist, "bad", "hydra/launcher=packed", "model.d_act=leaky_relu,nope", "seed=0,1", check=False
+    )
     assert proc.returncode == 2
     assert "error: job 2 (" in proc.stderr and "model.d_act=nope" in proc.stderr
     assert "Unknown activation 'nope' for model.d_act" in proc.stderr and "no pack was started" in proc.stderr
@@ -89,16 +109,16 @@ def test_rerunning_a_study_skips_finished_jobs_and_resumes_interrupted_ones(tmp_
     study = tmp_path / "study"
     shutil.copytree(straight, study)
     # job 1 as a kill after its first epoch leaves it: results.json "running", last.ckpt of epoch 1
-    one_epoch, _ = sweep_with(tmp_path, tiny_mnist, "one", *[a for a in args if "max_epochs" not in a],
-                              "trainer.max_epochs=1")
+    one_epoch, _ = sweep_with(
+        tmp_path, tiny_mnist, "one", *[a for a in args if "max_epochs" not in a], "trainer.max_epochs=1"
+    )
     shutil.rmtree(study / "1")
     shutil.copytree(one_epoch / "1", study / "1")
     record = results(study / "1")
     (study / "1" / "results.json").write_text(json.dumps({**record, "status": "running"}))
     done_before = (study / "0" / "checkpoints" / "last.ckpt").read_bytes()
 
-    proc = _cli("gan.train", "-m", *fast_overrides(tiny_mnist), *SMALL, *args, f"hydra.sweep.dir={study}",
-                cwd=tmp_path)
+    proc = _cli("gan.train", "-m", *fast_overrides(tiny_mnist), *SMALL, *args, f"hydra.sweep.dir={study}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "already finished" in proc.stdout + proc.stderr
     assert (study / "0" / "checkpoints" / "last.ckpt").read_bytes() == done_before
@@ -111,8 +131,17 @@ def test_rerunning_a_study_skips_finished_jobs_and_resumes_interrupted_ones(tmp_
 
 
 def test_optuna_batches_of_trials_train_as_packs(tmp_path, tiny_mnist):
-    sweep, proc = sweep_with(tmp_path, tiny_mnist, "optuna", "hparams_search=optuna_lr", "hydra/launcher=packed",
-                             "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *EVAL_ON, "trainer.max_epochs=1")
+    sweep, proc = sweep_with(
+        tmp_path,
+        tiny_mnist,
+        "optuna",
+        "hparams_search=optuna_lr",
+        "hydra/launcher=packed",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        *EVAL_ON,
+        "trainer.max_epochs=1",
+    )
     assert (proc.stdout + proc.stderr).count("Training 2 of 2 jobs in 1 pack(s): 2 members") == 2
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     fids = [results(job)["final"]["fid"] for job in jobs(sweep).values()]
@@ -122,8 +151,16 @@ def test_optuna_batches_of_trials_train_as_packs(tmp_path, tiny_mnist):
 def test_each_pack_is_one_submitit_job(tmp_path, tiny_mnist):
     cfg = compose_train(["hydra/launcher=packed_slurm"], keep_hydra=True)
     assert cfg.hydra.launcher._target_.endswith("PackedSlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 1
-    sweep, _ = sweep_with(tmp_path, tiny_mnist, "submitit", "hydra/launcher=packed_submitit_local",
-                          "hydra.launcher.timeout_min=5", "model.g_act=relu,tanh", "seed=0,1", "trainer.max_steps=3")
+    sweep, _ = sweep_with(
+        tmp_path,
+        tiny_mnist,
+        "submitit",
+        "hydra/launcher=packed_submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "model.g_act=relu,tanh",
+        "seed=0,1",
+        "trainer.max_steps=3",
+    )
     assert sorted(results(job)["status"] for job in jobs(sweep).values()) == ["finished"] * 4
     submitted = [p for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name != "%j"]
     assert len(submitted) == 1  # one pack, one job

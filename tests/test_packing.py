@@ -16,16 +16,33 @@ from gan.sample import draw
 from gan.train import prepare, train_pack
 from tests.conftest import compose_train, fast_overrides, scalars
 
-SMALL = ["model.g_hidden=[32,32]", "model.d_hidden=[32,32]", "data.batch_size=16", "trainer.max_epochs=-1",
-         "trainer.max_steps=100", "trainer.log_every_n_steps=10"]
+SMALL = [
+    "model.g_hidden=[32,32]",
+    "model.d_hidden=[32,32]",
+    "data.batch_size=16",
+    "trainer.max_epochs=-1",
+    "trainer.max_steps=100",
+    "trainer.log_every_n_steps=10",
+]
 # Members that differ in everything a pack lets them differ in.
 MIXED = {
     "plain": [],
     "other_seed_tanh_sigmoid_out": ["seed=7", "model.g_act=tanh", "model.g_out_act=sigmoid", "model.d_act=elu"],
-    "lsgan_lr": ["seed=3", "model.loss=lsgan", "model.optimizer_g.lr=1e-3", "model.optimizer_d.betas=[0.9,0.99]",
-                 "model.g_out_act=hardtanh", "model.act_params.hardtanh.max_val=2"],
-    "hinge_prelu": ["seed=4", "model.loss=hinge", "model.g_act=prelu", "model.d_act=leaky_relu",
-                    "model.act_params.leaky_relu.negative_slope=0.1"],
+    "lsgan_lr": [
+        "seed=3",
+        "model.loss=lsgan",
+        "model.optimizer_g.lr=1e-3",
+        "model.optimizer_d.betas=[0.9,0.99]",
+        "model.g_out_act=hardtanh",
+        "model.act_params.hardtanh.max_val=2",
+    ],
+    "hinge_prelu": [
+        "seed=4",
+        "model.loss=hinge",
+        "model.g_act=prelu",
+        "model.d_act=leaky_relu",
+        "model.act_params.leaky_relu.negative_slope=0.1",
+    ],
     "minimax_identity_out": ["seed=5", "model.loss=minimax", "model.g_act=gelu", "model.d_out_act=tanh"],
 }
 # Members with every stability switch (the pack shares batch norm in G, layer norm in D, minibatch std and EMA).
@@ -33,8 +50,12 @@ SHARED_TRICKS = ["model.g_norm=batch", "model.d_norm=layer", "model.d_minibatch_
 TRICKS = {
     "spectral_norm_r1": ["model.d_spectral_norm=true", "model.r1_weight=1.0", "model.g_ema_decay=0.9"],
     "wgan_gp_noise": ["seed=1", "model.loss=wgan-gp", "model.instance_noise=0.1", "model.g_act=elu"],
-    "augment_smoothing": ["seed=2", "data.augment=[translation,cutout]", "model.label_smoothing=0.1",
-                          "model.g_ema_decay=0.5"],
+    "augment_smoothing": [
+        "seed=2",
+        "data.augment=[translation,cutout]",
+        "model.label_smoothing=0.1",
+        "model.g_ema_decay=0.5",
+    ],
     "plain_with_tricks": ["seed=3", "model.d_act=tanh"],
 }
 
@@ -57,7 +78,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert set(ca["state_dict"]) == set(cb["state_dict"])
     for name, value in ca["state_dict"].items():
         assert torch.allclose(value.float(), cb["state_dict"][name].float(), atol=1e-5, rtol=0), name
-    for oa, ob in zip(ca["optimizer_states"], cb["optimizer_states"]):
+    for oa, ob in zip(ca["optimizer_states"], cb["optimizer_states"], strict=True):
         assert oa["param_groups"] == ob["param_groups"]
         for i, state in oa["state"].items():
             for key, value in state.items():
@@ -65,7 +86,7 @@ def assert_same_run(a: Path, b: Path) -> None:
                     assert torch.allclose(value, ob["state"][i][key], atol=1e-5, rtol=0), (i, key)
                 elif key != "step":  # a slot only another member of the pack used (a PReLU slope): untouched
                     assert not value.any(), (i, key)
-    assert all(torch.equal(x, y) for x, y in zip(ca["gan_rng"]["members"], cb["gan_rng"]["members"]))
+    assert all(torch.equal(x, y) for x, y in zip(ca["gan_rng"]["members"], cb["gan_rng"]["members"], strict=True))
     sa, sb = scalars(a), scalars(b)
     assert {t for t in sa if t.startswith("train/")} == {t for t in sb if t.startswith("train/")}
     for tag in (t for t in sa if t.startswith("train/")):
@@ -74,6 +95,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert json.loads((a / "results.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("members,shared", [(MIXED, []), (TRICKS, SHARED_TRICKS)], ids=["mixed", "tricks"])
 def test_each_member_of_a_pack_trains_exactly_as_it_does_alone(tmp_path, tiny_mnist, members, shared):
     """100 iterations: a pack of members that differ in seed, activations (output ones included), loss and
@@ -81,7 +103,7 @@ def test_each_member_of_a_pack_trains_exactly_as_it_does_alone(tmp_path, tiny_mn
     packed = plans_for(tmp_path, tiny_mnist, members, shared, "pack")
     summaries = train_pack(packed)
     assert [s["status"] for s in summaries] == ["finished"] * len(members)
-    for plan, name in zip(packed, members):
+    for plan, name in zip(packed, members, strict=True):
         alone = plans_for(tmp_path, tiny_mnist, {name: members[name]}, shared, "alone")
         train_pack(alone)
         assert_same_run(Path(plan.run_dir), Path(alone[0].run_dir))
@@ -96,6 +118,7 @@ def test_the_same_initial_weights_as_alone():
     assert not torch.equal(alone[0].generator.net.fc1.weight, alone[1].generator.net.fc1.weight)
 
 
+@pytest.mark.slow
 def test_member_checkpoints_split_from_a_pack_and_merge_back(tmp_path, tiny_mnist):
     plans = plans_for(tmp_path, tiny_mnist, {"a": [], "b": ["seed=2", "model.g_act=tanh"]}, [], "split")
     train_pack(plans)
@@ -120,23 +143,42 @@ def test_pack_keys_separate_what_a_pack_must_share():
     def key(*overrides: str) -> str:
         return pack_key(OmegaConf.to_container(compose_train(["trainer.max_epochs=3", *overrides]), resolve=True))
 
-    same = {key(), key("seed=4"), key("model.g_act=tanh", "model.d_act=elu"), key("model.loss=hinge"),
-            key("model.optimizer_g.lr=1e-3"), key("data.augment=cutout"), key("model.d_spectral_norm=true"),
-            key("model.r1_weight=2"), key("stability=instance_noise")}
+    same = {
+        key(),
+        key("seed=4"),
+        key("model.g_act=tanh", "model.d_act=elu"),
+        key("model.loss=hinge"),
+        key("model.optimizer_g.lr=1e-3"),
+        key("data.augment=cutout"),
+        key("model.d_spectral_norm=true"),
+        key("model.r1_weight=2"),
+        key("stability=instance_noise"),
+    }
     assert len(same) == 1 and base is not None
-    different = [key("model.g_hidden=[64]"), key("data.batch_size=32"), key("model.d_steps=2"),
-                 key("trainer.max_epochs=4"), key("data.train_size=1000"), key("model.g_norm=batch"),
-                 key("model.g_ema=true"), key("model.optimizer_g._target_=gan.optim.SGD", "~model.optimizer_g.betas")]
+    different = [
+        key("model.g_hidden=[64]"),
+        key("data.batch_size=32"),
+        key("model.d_steps=2"),
+        key("trainer.max_epochs=4"),
+        key("data.train_size=1000"),
+        key("model.g_norm=batch"),
+        key("model.g_ema=true"),
+        key("model.optimizer_g._target_=gan.optim.SGD", "~model.optimizer_g.betas"),
+    ]
     assert len(set(different) | same) == len(different) + 1
     assert group_packs(["a", "b", "a", "a", "b"], max_members=2) == [[0, 2], [3], [1, 4]]
     assert group_packs(["a", "b", "a"]) == [[0, 2], [1]]
 
 
+@pytest.mark.slow
 def test_a_diverging_member_stops_alone(tmp_path, tiny_mnist):
     """A NaN leaky slope makes member 1's D output NaN at once: it is recorded diverged and frozen, the others
     train exactly as they do alone."""
-    members = {"ok": [], "nan": ["seed=1", "model.act_params.leaky_relu.negative_slope=nan"],
-               "ok2": ["seed=2", "model.d_act=elu"]}
+    members = {
+        "ok": [],
+        "nan": ["seed=1", "model.act_params.leaky_relu.negative_slope=nan"],
+        "ok2": ["seed=2", "model.d_act=elu"],
+    }
     packed = plans_for(tmp_path, tiny_mnist, members, [], "div")
     summaries = train_pack(packed)
     assert [s["status"] for s in summaries] == ["finished", "diverged", "finished"]
@@ -148,6 +190,7 @@ def test_a_diverging_member_stops_alone(tmp_path, tiny_mnist):
     assert_same_run(Path(packed[2].run_dir), Path(alone[0].run_dir))
 
 
+@pytest.mark.slow  # trains the evaluator
 def test_batched_evaluation_equals_each_member_scored_alone(tmp_path, tiny_mnist):
     evaluator = load_evaluator(tiny_mnist, min_accuracy=0.0)
     members = [member_hparams(seed=0), member_hparams(seed=1, g_out_act="sigmoid", g_act="tanh")]

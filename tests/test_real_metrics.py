@@ -11,7 +11,7 @@ from gan.evaluator import load_evaluator
 from gan.metrics import score_samples
 from tests.conftest import REAL_MNIST, needs_real_mnist
 
-pytestmark = needs_real_mnist
+pytestmark = [needs_real_mnist, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

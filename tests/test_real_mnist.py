@@ -1,12 +1,13 @@
 """Checks on the real MNIST files (CI has them in ../shared/mnist); skipped with a reason elsewhere."""
 
+import pytest
 import torch
 
 from gan.data import MNISTDataModule, load_split
 from gan.train import train
 from tests.conftest import REAL_MNIST, compose_train, fast_overrides, needs_real_mnist, scalars
 
-pytestmark = needs_real_mnist
+pytestmark = [needs_real_mnist, pytest.mark.slow]
 
 
 def test_real_splits_decode_to_60k_and_10k_padded_images():

@@ -4,7 +4,6 @@ import csv
 import json
 import math
 import statistics
-
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ import pytest
 from gan.activations import ACTIVATION_NAMES
 from gan.report import find_runs, report
 from gan.train import CONF_DIR, build_model
-from tests.conftest import compose_train, fast_overrides
-from tests.test_train import _cli
+from tests.conftest import _cli, compose_train, fast_overrides
 
 EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=1"]
 
@@ -21,13 +19,23 @@ EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_sampl
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, tiny_mnist):
     folder = tmp_path_factory.mktemp("sweep")
-    proc = _cli("gan.train", "-m", "model.g_act=relu,tanh", "model.d_act=leaky_relu,elu", "seed=0,1",
-                *fast_overrides(tiny_mnist), *EVAL_ON, "trainer.max_epochs=2", f"hydra.sweep.dir={folder}",
-                cwd=folder)
+    proc = _cli(
+        "gan.train",
+        "-m",
+        "model.g_act=relu,tanh",
+        "model.d_act=leaky_relu,elu",
+        "seed=0,1",
+        *fast_overrides(tiny_mnist),
+        *EVAL_ON,
+        "trainer.max_epochs=2",
+        f"hydra.sweep.dir={folder}",
+        cwd=folder,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return folder
 
 
+@pytest.mark.slow  # the sweep fixture trains 8 runs with python -m gan.train
 def test_report_numbers_match_the_results_files(sweep):
     result = report(sweep)
     assert result["runs"] == 8 and len(result["configurations"]) == 4
@@ -57,6 +65,7 @@ def test_report_numbers_match_the_results_files(sweep):
     assert {"model.g_act", "model.d_act"} <= set(rows[0])
 
 
+@pytest.mark.slow  # the sweep fixture trains 8 runs with python -m gan.train
 def test_report_counts_failed_and_unfinished_runs(sweep, tmp_path):
     import shutil
 
@@ -109,6 +118,7 @@ def test_every_experiment_config_composes_into_a_grid_of_valid_values(name):
                 assert value in ACTIVATION_NAMES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_its_first_jobs(tmp_path, tiny_mnist, name):
     sweep = tmp_path / "sweep"
@@ -116,8 +126,17 @@ def test_every_experiment_runs_its_first_jobs(tmp_path, tiny_mnist, name):
     # the experiment's own grid, cut to its first value per axis (the command line wins over the sweeper's
     # params), on tiny data for 3 iterations
     grid = [f"{k}={v[0]}" for k, v in axes.items()]
-    proc = _cli("gan.train", "-m", f"experiment={name}", *grid, *fast_overrides(tiny_mnist), "trainer.max_steps=3",
-                "data.train_size=null", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = _cli(
+        "gan.train",
+        "-m",
+        f"experiment={name}",
+        *grid,
+        *fast_overrides(tiny_mnist),
+        "trainer.max_steps=3",
+        "data.train_size=null",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(next(sweep.glob("0_*/results.json")).read_text())
     assert results["status"] == "finished"

@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from gan.augment import AugmentError, cutout, diff_augment, draw_cutout, draw_translation, parse_policy, translate
-from gan.data import MNISTDataError, MNISTDataModule, PackedBatches, balanced_subset
-from gan.losses import LOSSES, LossError, MemberLosses, check_loss, input_gradients, r1_penalty, wgan_gp_penalty
+from gan.augment import cutout, diff_augment, draw_cutout, draw_translation, parse_policy, translate
+from gan.data import MNISTDataModule, PackedBatches, balanced_subset
+from gan.errors import ConfigError, DataError
+from gan.losses import LOSSES, MemberLosses, check_loss, input_gradients, r1_penalty, wgan_gp_penalty
 from gan.module import GANModule, MemberStreams, instance_noise_std
-from gan.networks import Discriminator, Generator, NetworkConfigError
+from gan.networks import Discriminator, Generator
 from gan.population import MinibatchStd, StackedBatchNorm, StackedLayerNorm, StackedLinear
 
 REAL = torch.tensor([[2.0, -1.0, 0.5, 0.0]])
@@ -56,14 +57,14 @@ def test_lsgan_label_smoothing_moves_the_real_target():
 
 @pytest.mark.parametrize("name", ["hinge", "wgan-gp"])
 def test_label_smoothing_is_refused_where_there_are_no_targets(name):
-    with pytest.raises(LossError, match=rf"label_smoothing=0.1 does not apply to model.loss='{name}'.*ns, minimax"):
+    with pytest.raises(ConfigError, match=rf"label_smoothing=0.1 does not apply to model.loss='{name}'.*ns, minimax"):
         check_loss(name, 0.1)
-    with pytest.raises(LossError, match=r"must be in \[0, 1\), got 1.5"):
+    with pytest.raises(ConfigError, match=r"must be in \[0, 1\), got 1.5"):
         check_loss("ns", 1.5)
 
 
 def test_unknown_loss_names_all_five():
-    with pytest.raises(LossError, match="'wgan'.*ns, minimax, lsgan, hinge, wgan-gp"):
+    with pytest.raises(ConfigError, match="'wgan'.*ns, minimax, lsgan, hinge, wgan-gp"):
         check_loss("wgan")
     assert set(LOSSES) == {"ns", "minimax", "lsgan", "hinge", "wgan-gp"}
 
@@ -126,7 +127,7 @@ def test_normalization_sits_between_linear_and_activation():
     assert isinstance(G.net.norm1, StackedBatchNorm) and G.net.norm2.weight.shape == (1, 32)
     D = Discriminator([16], ["elu"], ["identity"], [{}], gens(0), norm="layer")
     assert isinstance(D.net.norm1, StackedLayerNorm) and D.net.norm1.weight.shape == (1, 16)
-    with pytest.raises(NetworkConfigError, match="Unknown normalization 'group' for model.g_norm.*none, batch, layer"):
+    with pytest.raises(ConfigError, match="Unknown normalization 'group' for model.g_norm.*none, batch, layer"):
         Generator(8, [16], ["relu"], ["tanh"], [{}], gens(0), norm="group")
 
 
@@ -160,8 +161,9 @@ def test_spectral_norm_bounds_every_linear_layer_by_one():
 
 def test_minibatch_std_appends_each_groups_spread():
     layer = MinibatchStd(group_size=2)
-    h = torch.tensor([[[0.0, 0.0], [2.0, 4.0], [1.0, 1.0], [1.0, 1.0]],
-                      [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [2.0, 4.0]]])
+    h = torch.tensor(
+        [[[0.0, 0.0], [2.0, 4.0], [1.0, 1.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [2.0, 4.0]]]
+    )
     out = layer(h)
     assert out.shape == (2, 4, 3)
     assert out[0, :2, 2].tolist() == pytest.approx([1.5, 1.5], abs=1e-3)  # per-unit std (1, 2), averaged
@@ -171,7 +173,7 @@ def test_minibatch_std_appends_each_groups_spread():
     D = Discriminator([32, 16], ["relu"], ["identity"], [{}], gens(0), minibatch_std_group=4)
     assert "mbstd" in dict(D.net.named_children()) and D.net.out.in_features == 17
     assert D(torch.randn(1, 8, 1024)).shape == (1, 8)
-    with pytest.raises(NetworkConfigError, match="at least 2"):
+    with pytest.raises(ConfigError, match="at least 2"):
         Discriminator([32], ["relu"], ["identity"], [{}], gens(0), minibatch_std_group=1)
 
 
@@ -187,7 +189,9 @@ def test_translation_shifts_by_at_most_four_pixels_filling_with_background():
     out = translate(one_dot(200), shift, torch.full((200, 1, 1, 1), -1.0))
     assert all((img == 1.0).sum() == 1 for img in out)  # the dot moved, nothing was smeared
     positions = [tuple((img[0] == 1.0).nonzero()[0].tolist()) for img in out]
-    assert positions == [(16 - r, 16 - c) for r, c in zip(shift[0].flatten().tolist(), shift[1].flatten().tolist())]
+    assert positions == [
+        (16 - r, 16 - c) for r, c in zip(shift[0].flatten().tolist(), shift[1].flatten().tolist(), strict=True)
+    ]
     offsets = set(positions)
     assert max(max(abs(r - 16), abs(c - 16)) for r, c in offsets) == 4 and len(offsets) > 40
     edge = torch.zeros(2, 1, 32, 32)
@@ -224,7 +228,7 @@ def test_diff_augment_is_differentiable_per_member_and_parses_its_policy():
     assert torch.equal(diff_augment(x, parse_policy("none"), torch.zeros(2), gens(0, 1)), x)
     assert parse_policy("none") == () and parse_policy(None) == ()
     assert parse_policy(["cutout"]) == ("cutout",) and parse_policy("translation, cutout") == policy
-    with pytest.raises(AugmentError, match="Unknown augmentation 'color' in data.augment='color'.*translation, cutout"):
+    with pytest.raises(ConfigError, match="Unknown augmentation 'color' in data.augment='color'.*translation, cutout"):
         parse_policy("color")
 
 
@@ -236,7 +240,7 @@ def test_balanced_subset_is_fixed_per_seed_and_class_balanced():
     counts = torch.bincount(labels[a], minlength=10)
     assert len(a) == len(set(a.tolist())) == 1005
     assert sorted(counts.tolist()) == [100] * 5 + [101] * 5
-    with pytest.raises(MNISTDataError, match="needs 501 images of class 0.*has 500"):
+    with pytest.raises(DataError, match="needs 501 images of class 0.*has 500"):
         balanced_subset(labels, 5010, 0)
 
 
@@ -252,7 +256,7 @@ def test_data_module_subset_keeps_the_full_epoch_length(tiny_mnist):
     assert all(any(torch.equal(img, s) for s in small.train_images) for img in seen)
     with pytest.raises(ValueError, match="data.train_size=8 is smaller than one iteration's real images"):
         MNISTDataModule(str(tiny_mnist), batch_size=16, train_size=8)
-    with pytest.raises(MNISTDataError, match="data.train_size=999 is larger than the training split"):
+    with pytest.raises(DataError, match="data.train_size=999 is larger than the training split"):
         MNISTDataModule(str(tiny_mnist), batch_size=16, train_size=999).setup()
 
 
@@ -279,8 +283,10 @@ def test_instance_noise_decays_linearly_to_zero():
 
 def test_instance_noise_is_scaled_to_each_members_data_range():
     """tanh's range [-1, 1] has half-range 1, sigmoid's [0, 1] half-range 0.5; a member without noise sees x."""
-    members = [dict(g_hidden=[8], d_hidden=[8], g_out_act=act, instance_noise=noise, seed=k)
-               for k, (act, noise) in enumerate([("tanh", 0.2), ("sigmoid", 0.2), ("tanh", 0.0)])]
+    members = [
+        dict(g_hidden=[8], d_hidden=[8], g_out_act=act, instance_noise=noise, seed=k)
+        for k, (act, noise) in enumerate([("tanh", 0.2), ("sigmoid", 0.2), ("tanh", 0.0)])
+    ]
     module = GANModule(members=members)
     module._instance_noise_iters = [100] * 3
     module.streams = MemberStreams([0, 1, 2], CPU)
@@ -318,14 +324,14 @@ def test_weight_average_follows_the_ema_formula_and_is_what_samples_use():
 
 
 def test_module_options_are_checked_before_anything_is_built():
-    with pytest.raises(NetworkConfigError, match="d_norm='batch' with model.loss='wgan-gp'.*layer or none"):
+    with pytest.raises(ConfigError, match="d_norm='batch' with model.loss='wgan-gp'.*layer or none"):
         GANModule(loss="wgan-gp", d_norm="batch")
-    with pytest.raises(NetworkConfigError, match=r"model.r1_weight must be in \[0, inf\], got -1"):
+    with pytest.raises(ConfigError, match=r"model.r1_weight must be in \[0, inf\], got -1"):
         GANModule(r1_weight=-1)
-    with pytest.raises(NetworkConfigError, match=r"g_ema_decay must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ConfigError, match=r"g_ema_decay must be in \[0, 1\], got 1.5"):
         GANModule(g_ema_decay=1.5)
-    with pytest.raises(NetworkConfigError, match="instance_noise_iters must be a positive number"):
+    with pytest.raises(ConfigError, match="instance_noise_iters must be a positive number"):
         GANModule(instance_noise=0.1, instance_noise_iters=0)
-    with pytest.raises(NetworkConfigError, match="members 0 and 1 of one pack differ.*g_hidden"):
+    with pytest.raises(ConfigError, match="members 0 and 1 of one pack differ.*g_hidden"):
         GANModule(members=[dict(g_hidden=[8]), dict(g_hidden=[16])])
     assert math.isfinite(GANModule(loss="wgan-gp", d_norm="layer").hparams.members[0]["gp_weight"])

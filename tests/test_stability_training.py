@@ -11,12 +11,11 @@ from omegaconf import OmegaConf
 
 from gan.activations import ACTIVATION_NAMES
 from gan.data import MNISTDataModule
+from gan.errors import ConfigError
 from gan.module import GANModule
-from gan.sample import SampleError
 from gan.sample import run as sample_run
-from gan.train import CONF_DIR, ConfigError, prepare, train, train_pack
-from tests.conftest import compose_train, fast_overrides, image_tags, scalars
-from tests.test_train import SCALAR_TAGS, run, weights
+from gan.train import CONF_DIR, prepare, train_pack
+from tests.conftest import SCALAR_TAGS, compose_train, fast_overrides, image_tags, run, scalars, weights
 
 STABILITY_PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "stability").glob("*.yaml"))
 # Every switch of the toolkit, alone (a preset each, plus the ones without a preset of their own).
@@ -36,6 +35,7 @@ def test_every_preset_is_in_the_switch_list():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switch", list(SWITCHES))
 def test_every_switch_trains_with_every_activation(tmp_path, tiny_mnist, switch):
     """The switch with each of the 13 activations in G and D: one pack of 13 members (one per activation), each
@@ -51,14 +51,17 @@ def test_every_switch_trains_with_every_activation(tmp_path, tiny_mnist, switch)
         },
     )
     plans = [
-        prepare(compose_train(overrides + ["~logger", f"model.g_act={act}", f"model.d_act={act}"] + SWITCHES[switch],
-                              tmp_path / act))
+        prepare(
+            compose_train(
+                overrides + ["~logger", f"model.g_act={act}", f"model.d_act={act}"] + SWITCHES[switch], tmp_path / act
+            )
+        )
         for act in ACTIVATION_NAMES
     ]
     summaries = train_pack(plans)
     assert [s["status"] for s in summaries] == ["finished"] * len(ACTIVATION_NAMES)
     assert {s["iterations"] for s in summaries} == {2}
-    for act, plan in zip(ACTIVATION_NAMES, plans):
+    for act, plan in zip(ACTIVATION_NAMES, plans, strict=True):
         results = json.loads((tmp_path / act / "results.json").read_text())
         assert results["status"] == "finished" and results["config"]["model"]["g_act"] == act
         for override in SWITCHES[switch]:
@@ -93,6 +96,7 @@ def _linear_critic_step(tiny_mnist: Path, **options) -> tuple[GANModule, list[to
     return module, seen, w0, b0
 
 
+@pytest.mark.slow
 def test_wgan_gp_update_under_manual_optimization_matches_the_closed_form(tiny_mnist):
     """Linear critic D(x) = w.x + b: the loss's gradient is mean(fake) - mean(real), the penalty's
     2 lambda (|w| - 1) w / |w| (its input gradient is w at every interpolate); one SGD step must apply both."""
@@ -103,6 +107,7 @@ def test_wgan_gp_update_under_manual_optimization_matches_the_closed_form(tiny_m
     assert torch.allclose(module.discriminator.net.out.weight.view(-1), w0 - 0.1 * grad, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_r1_update_under_manual_optimization_matches_the_closed_form(tiny_mnist):
     """ns loss + R1 (gamma 4) on a linear D: gradient mean((sigma(s_r) - 1) x_r) + mean(sigma(s_f) x_f) + gamma w."""
     module, seen, w0, b0 = _linear_critic_step(tiny_mnist, loss="ns", r1_weight=4.0)
@@ -126,6 +131,7 @@ KITCHEN_SINK = [
 ]
 
 
+@pytest.mark.slow
 def test_resume_with_every_trick_on_continues_exactly(tmp_path, tiny_mnist):
     """Averaged weights, spectral-norm vectors, batch-norm statistics and the random draws of noise, penalties and
     augmentation all survive a resume: 2 epochs straight == 1 epoch + resume."""
@@ -151,6 +157,7 @@ def test_resume_with_every_trick_on_continues_exactly(tmp_path, tiny_mnist):
         assert value == pytest.approx(expected[step], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_instance_noise_decays_over_the_planned_run(tmp_path, tiny_mnist):
     _, run_dir = run(tmp_path, "noise", tiny_mnist, "model.instance_noise=0.1", "trainer.max_epochs=2")
     series = scalars(run_dir)["train/instance_noise_std"]
@@ -158,6 +165,7 @@ def test_instance_noise_decays_over_the_planned_run(tmp_path, tiny_mnist):
     assert [v for _, v in series] == pytest.approx([0.1 * (1 - i / 16) for i in range(16)], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_weight_average_grids_and_samples_sit_beside_the_trained_generators(tmp_path, tiny_mnist):
     _, run_dir = run(tmp_path, "ema", tiny_mnist, "stability=g_ema", "model.g_ema_decay=0.5")
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["epoch0000.png", "epoch0000_no_ema.png"]
@@ -166,20 +174,41 @@ def test_weight_average_grids_and_samples_sit_beside_the_trained_generators(tmp_
     arrays = {}
     for ema in (None, True, False):
         npy = tmp_path / f"s_{ema}.npy"
-        sample_run(OmegaConf.create(
-            {"ckpt_path": str(ckpt), "num_samples": 5, "nrow": 5, "out": None, "npy": str(npy), "seed": 0,
-             "device": "cpu", "ema": ema}
-        ))
+        sample_run(
+            OmegaConf.create(
+                {
+                    "ckpt_path": str(ckpt),
+                    "num_samples": 5,
+                    "nrow": 5,
+                    "out": None,
+                    "npy": str(npy),
+                    "seed": 0,
+                    "device": "cpu",
+                    "ema": ema,
+                }
+            )
+        )
         arrays[ema] = torch.from_numpy(__import__("numpy").load(npy))
     assert torch.equal(arrays[None], arrays[True]) and not torch.equal(arrays[None], arrays[False])
     _, plain = run(tmp_path, "plain", tiny_mnist)
-    with pytest.raises(SampleError, match="holds no generator weight average"):
-        sample_run(OmegaConf.create(
-            {"ckpt_path": str(plain / "checkpoints" / "last.ckpt"), "num_samples": 5, "nrow": 5, "out": None,
-             "npy": None, "seed": 0, "device": "cpu", "ema": True}
-        ))
+    with pytest.raises(ConfigError, match="holds no generator weight average"):
+        sample_run(
+            OmegaConf.create(
+                {
+                    "ckpt_path": str(plain / "checkpoints" / "last.ckpt"),
+                    "num_samples": 5,
+                    "nrow": 5,
+                    "out": None,
+                    "npy": None,
+                    "seed": 0,
+                    "device": "cpu",
+                    "ema": True,
+                }
+            )
+        )
 
 
+@pytest.mark.slow
 def test_diagnostics_leave_batch_norm_and_spectral_norm_state_alone(tmp_path, tiny_mnist):
     tricks = ["model.g_norm=batch", "model.d_norm=batch", "model.d_spectral_norm=true"]
     _, plain = run(tmp_path, "plain", tiny_mnist, *tricks)

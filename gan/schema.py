@@ -1,0 +1,155 @@
+"""The typed schema of ``gan.train``'s config (Hydra structured configs): one dataclass per group.
+
+Registered in Hydra's ConfigStore as ``train_schema`` and named first in ``conf/train.yaml``'s defaults, so the
+YAML groups merge into it: a value of the wrong type (``data.batch_size=abc``) or a key that does not exist
+(``+model.lr=1``) is refused by the schema while the config is composed, before any code of ours runs. The YAML
+files keep the defaults and their comments; the schema keeps the types. Rules that tie values together (wgan-gp
+with batch norm, label smoothing with hinge, ``d_out_act=sigmoid``, ...) are checked once per job by
+``gan.train.prepare`` (through ``gan.module.member_hparams`` and the data module), before anything is written.
+
+Left open on purpose: ``trainer``, ``logger`` and ``callbacks`` hold Lightning's own constructor arguments (any
+``+trainer.NAME=VALUE`` Lightning takes), which Lightning checks when ``prepare`` builds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import SI, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gan.errors import ConfigError
+
+SCHEMA_NAME = "train_schema"
+
+
+def _adam() -> Dict[str, Any]:
+    return {"_target_": "gan.optim.Adam", "lr": 2.0e-4, "betas": [0.5, 0.999]}
+
+
+@dataclass
+class ModelConfig:
+    """``model.*``: one member's architecture, activations, loss, stability switches and optimizers."""
+
+    _target_: str = "gan.module.member_hparams"
+    latent_dim: int = 100
+    g_hidden: List[int] = field(default_factory=lambda: [128, 256, 512])
+    d_hidden: List[int] = field(default_factory=lambda: [512, 256, 128])
+    g_act: str = "relu"
+    g_out_act: str = "tanh"
+    d_act: str = "leaky_relu"
+    d_out_act: str = "identity"
+    act_params: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    loss: str = "ns"
+    d_steps: int = 1
+    gp_weight: float = 10.0
+    r1_weight: float = 0.0
+    label_smoothing: float = 0.0
+    instance_noise: float = 0.0
+    instance_noise_iters: Optional[int] = None
+    g_norm: str = "none"
+    d_norm: str = "none"
+    d_spectral_norm: bool = False
+    d_minibatch_std: bool = False
+    d_minibatch_std_group: int = 4
+    g_ema: bool = False
+    g_ema_decay: float = 0.999
+    optimizer_g: Dict[str, Any] = field(default_factory=_adam)  # any torch.optim-style class and its arguments
+    optimizer_d: Dict[str, Any] = field(default_factory=_adam)
+    num_fixed_samples: int = 64
+    fixed_noise_seed: int = SI("${seed}")
+
+
+@dataclass
+class DataConfig:
+    """``data.*``: MNIST, its batches, the training subset and the augmentation."""
+
+    _target_: str = "gan.data.MNISTDataModule"
+    root: str = "data"
+    batch_size: int = 64
+    download: bool = True
+    seed: int = SI("${seed}")
+    train_size: Optional[int] = None
+    subset_seed: int = 0
+    augment: Any = "none"  # a policy name or a list of them
+
+
+@dataclass
+class EvalConfig:
+    """``eval.*``: sample quality while training (``gan.evaluation.SampleQuality``)."""
+
+    _target_: str = "gan.evaluation.SampleQuality"
+    enabled: bool = True
+    every_n_epochs: int = 5
+    num_samples: int = 10000
+    seed: int = 0
+    min_evaluator_accuracy: float = 0.99
+    jacobian_samples: int = 16
+
+
+@dataclass
+class DiagConfig:
+    """``diag.*``: per-layer activation diagnostics (``gan.diagnostics.ActivationDiagnostics``)."""
+
+    _target_: str = "gan.diagnostics.ActivationDiagnostics"
+    enabled: bool = True
+    every_n_steps: int = 500
+    histograms: bool = True
+    dead_threshold: float = 1.0e-6
+    saturation_margin: float = 0.01
+    jacobian_samples: int = 16
+
+
+@dataclass
+class TrainConfig:
+    """The whole of ``gan.train``'s config."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    diag: DiagConfig = field(default_factory=DiagConfig)
+    trainer: Dict[str, Any] = field(default_factory=dict)
+    logger: Optional[Dict[str, Any]] = None
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    ckpt_path: Optional[str] = None
+    run_dir: Optional[str] = SI("${hydra:runtime.output_dir}")  # None outside a Hydra job
+    float32_matmul_precision: str = "highest"
+    act: Optional[str] = None  # the one hidden activation of ``activation=same``
+
+
+def check_schema(cfg: DictConfig) -> None:
+    """Refuse what composing let through: keys added with ``+`` that the schema does not have (Hydra's ``+``
+    adds a key even to a typed node), and ``act`` given without the ``activation=same`` preset that reads it."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    try:
+        OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
+    except OmegaConfBaseException as exc:
+        key = str(getattr(exc, "full_key", None) or "")
+        parent = OmegaConf.select(OmegaConf.structured(TrainConfig), key.rpartition(".")[0]) if "." in key else None
+        valid = (
+            f" Valid keys there: {', '.join(k for k in parent if not k.startswith('_'))}."
+            if isinstance(parent, DictConfig)
+            else ""
+        )
+        raise ConfigError(
+            f"{key or 'config'}: {str(exc).splitlines()[0].rstrip('.')}.{valid} The config's keys and types are "
+            f"gan/schema.py's; the README's knob table says what each does."
+        ) from None
+    model = plain.get("model", {})
+    if plain.get("act") is not None and "${act}" not in (model.get("g_act"), model.get("d_act")):
+        raise ConfigError(
+            f"act={plain['act']!r} is read only by the activation=same preset (which sets model.g_act and "
+            f"model.d_act to it); add activation=same, or set model.g_act / model.d_act themselves."
+        )
+
+
+def register() -> None:
+    """Put the schema where ``conf/train.yaml``'s defaults find it (idempotent)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainConfig)
+
+
+register()
