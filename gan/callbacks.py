@@ -1,13 +1,12 @@
 """Callbacks that make each member's run directory self-explaining: sample grids, scalars, member checkpoints.
 
-A training pack holds K members, each with its own run directory (``gan.results.MemberRun``); these callbacks
+A training pack holds K members, each with its own run directory (``gan.rundir.MemberRun``); these callbacks
 write into every member's folder what a run alone writes there. ``gan.train`` binds them to the pack's members
 (``bind``) when it builds the Trainer.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from torchvision.utils import make_grid, save_image
 
 from gan.packing import member_checkpoint
-from gan.results import MemberRun
+from gan.rundir import MemberRun, atomic_write
 
 
 class MemberCallback(Callback):
@@ -41,11 +40,8 @@ def save_member_checkpoints(trainer: L.Trainer, runs: Sequence[MemberRun], relat
         return
     pack = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
     for run in runs:
-        path = run.run_dir / relative_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(member_checkpoint(pack, run.index), tmp)
-        os.replace(tmp, path)
+        checkpoint = member_checkpoint(pack, run.index)
+        atomic_write(run.run_dir / relative_path, lambda tmp, checkpoint=checkpoint: torch.save(checkpoint, tmp))
 
 
 class MemberScalars(MemberCallback):

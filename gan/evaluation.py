@@ -17,50 +17,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from gan.callbacks import MemberCallback, save_member_checkpoints
 from gan.diagnostics import jacobian_conditioning
 from gan.evaluator import MIN_TEST_ACCURACY, Evaluator, load_evaluator
 from gan.metrics import METRIC_NAMES, diversity, features_metrics
-from gan.results import MemberRun
 
 BEST_CHECKPOINT = "checkpoints/best-fid.ckpt"
-
-
-def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {"model/g_act": "relu", ...} with values TensorBoard's hparams accept."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{name}/"))
-        else:
-            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    return flat
-
-
-def declare_hparams(run: MemberRun, metrics: dict[str, float]) -> None:
-    """The member's hyperparameters and the metric tags the HPARAMS tab compares runs by.
-
-    Lightning's ``log_hyperparams(params, metrics)`` would also write the metrics as scalars at step 0, a false
-    first point on every eval curve; this writes only the hparams summaries (the metric values themselves are the
-    ``eval/*`` scalars, of which TensorBoard shows the latest).
-    """
-    from torch.utils.tensorboard.summary import hparams
-
-    config = run.record.data["config"]
-    for logger in run.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment._get_file_writer()
-            for summary in hparams(flatten_config(config), metrics):
-                writer.add_summary(summary)
-        else:
-            logger.log_hyperparams(config)
 
 
 def eval_noise(num_samples: int, latent_dim: int, seed: int) -> torch.Tensor:
@@ -132,7 +98,6 @@ class SampleQuality(MemberCallback):
         self.jacobian_samples = int(jacobian_samples)
         self._diversity: dict[int, float] = {}
         self.evaluator: Evaluator | None = None
-        self._hparams_logged: set[int] = set()
         self._last_eval_iteration = -1
 
     # ------------------------------------------------------------------ lifecycle
@@ -203,9 +168,6 @@ class SampleQuality(MemberCallback):
             k = run.index
             logged = {f"{prefix}/{name}": v for prefix, values in scored.items() for name, v in values[k].items()}
             run.log_metrics(logged, iteration)
-            if k not in self._hparams_logged:
-                declare_hparams(run, logged)
-                self._hparams_logged.add(k)
             record = {
                 "epochs": round(iteration / max(1, trainer.num_training_batches), 3),  # completed, as a float
                 "iteration": iteration,

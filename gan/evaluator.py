@@ -29,6 +29,7 @@ from torch import nn
 from gan.data import SPLIT_FILES, _existing, ensure_mnist, load_split, raw_folder, to_flat_images
 from gan.errors import DataError, exits_on_error
 from gan.networks import IMAGE_SIZE
+from gan.rundir import atomic_write
 
 EVALUATOR_VERSION = 2  # bump when the architecture or training recipe changes: old caches are rebuilt
 MIN_TEST_ACCURACY = 0.99
@@ -254,9 +255,7 @@ def _load_or_train(root: str | Path, download: bool, train_if_missing: bool, min
             f"not caching it. Is {raw_folder(root)} the real MNIST?"
         )
     feats, logits, radii = _reference(model, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(
+    cache = (
         {
             "version": EVALUATOR_VERSION,
             "state_dict": model.state_dict(),
@@ -267,9 +266,8 @@ def _load_or_train(root: str | Path, download: bool, train_if_missing: bool, min
             "test_radii": radii,
             "train_seconds": round(time.perf_counter() - start, 1),
         },
-        tmp,
     )
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(cache, tmp))
     print(f"evaluator trained in {time.perf_counter() - start:.0f} s: test accuracy {accuracy:.4f}, cached at {path}")
     return Evaluator(model, accuracy, feats, logits, radii, path)
 

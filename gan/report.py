@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -27,7 +26,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gan.metrics import METRIC_NAMES
-from gan.results import RESULTS_NAME
+from gan.rundir import RESULTS_NAME, RunResults
 
 HEATMAP_AXES = ("model.g_act", "model.d_act")
 
@@ -38,27 +37,24 @@ class Run:
 
     path: Path
     overrides: dict[str, str]
-    results: dict[str, Any] | None
+    results: RunResults | None  # its results.json, the one record type the writer uses too
     label: str = ""
     varying: dict[str, str] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
-        return self.results["status"] if self.results else "no results (refused or not started)"
+        return self.results.status if self.results else "no results (refused or not started)"
 
     @property
     def seed(self) -> str:
         if "seed" in self.overrides:
             return self.overrides["seed"]
-        return str(self.results.get("seed")) if self.results else ""
+        return str(self.results.seed) if self.results else ""
 
     @property
     def latest(self) -> dict[str, Any] | None:
         """The final evaluation, or for a running job its latest one."""
-        if not self.results:
-            return None
-        evaluations = self.results.get("evaluations") or []
-        return self.results.get("final") or (evaluations[-1] if evaluations else None)
+        return self.results.latest if self.results else None
 
 
 def _overrides(job: Path) -> dict[str, str]:
@@ -76,9 +72,7 @@ def find_runs(sweep: Path) -> list[Run]:
     jobs = sorted({p.parent for p in sweep.rglob(RESULTS_NAME)} | {p.parent for p in sweep.rglob(".hydra")})
     runs = []
     for job in jobs:
-        results_path = job / RESULTS_NAME
-        results = json.loads(results_path.read_text()) if results_path.is_file() else None
-        runs.append(Run(job, _overrides(job), results))
+        runs.append(Run(job, _overrides(job), RunResults.load(job)))
     keys = sorted({k for r in runs for k in r.overrides if k != "seed"})
     varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
     for run in runs:
@@ -125,17 +119,17 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
         writer = csv.DictWriter(fh, columns)
         writer.writeheader()
         for run in runs:
-            res = run.results or {}
-            latest, best = run.latest or {}, res.get("best") or {}
+            res = run.results
+            latest, best = run.latest or {}, (res.best if res else None) or {}
             row = {
                 "run": run.path.name,
                 "config": run.label,
                 **run.varying,
                 "seed": run.seed,
                 "status": run.status,
-                "reason": res.get("reason") or "",
-                "iterations": res.get("iterations", ""),
-                "wall_s": res.get("wall_s", ""),
+                "reason": (res.reason if res else None) or "",
+                "iterations": res.iterations if res else "",
+                "wall_s": res.data.get("wall_s", "") if res else "",
                 "best_iteration": best.get("iteration", ""),
             }
             row.update({f"final_{m}": latest.get(m, "") for m in METRIC_NAMES})
@@ -234,7 +228,7 @@ def plot_curves(runs: Sequence[Run], path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for label, members in sorted(groups.items()):
-        fid = [[(e["iteration"], e["fid"]) for e in r.results["evaluations"]] for r in members]
+        fid = [[(e["iteration"], e["fid"]) for e in r.results.evaluations] for r in members]
         panels = [
             ("fid", [f for f in fid if f]),
             ("train/d_loss", [_loss_series(r, "train/d_loss") for r in members]),

@@ -36,7 +36,7 @@ from gan.errors import CheckpointError, ConfigError, LabError, RunFailed
 from gan.metrics import METRIC_NAMES
 from gan.module import GANModule
 from gan.packing import DATAMODULE_KEY, activation_order, merge_checkpoints
-from gan.results import MemberRun, RunResults, read_results
+from gan.rundir import MemberRun, RunResults
 from gan.schema import check_schema
 from gan.schema import register as register_schema
 
@@ -201,11 +201,11 @@ def _study_resume(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | None]:
     job's own folder; (None, None) for a job that has not run yet (or left nothing to resume from)."""
     if not _in_multirun() or cfg.ckpt_path:
         return None, None
-    previous = read_results(cfg.run_dir)
+    previous = RunResults.load(cfg.run_dir)
     if previous is None:
         return None, None
-    if previous.get("status") in ("finished", "diverged"):
-        return None, previous
+    if previous.status in ("finished", "diverged"):
+        return None, previous.data
     last = Path(cfg.run_dir) / LAST_CHECKPOINT
     return (str(last) if last.is_file() else None), None
 
@@ -304,19 +304,23 @@ def member_runs(plans: Sequence[MemberPlan]) -> list[MemberRun]:
     for index, plan in enumerate(plans):
         cfg = plan.cfg
         record = RunResults(plan.run_dir, plan.config)
-        previous = read_results(plan.run_dir) if plan.in_place else None
+        previous = RunResults.load(plan.run_dir) if plan.in_place else None
         if previous:
             record.continue_from(previous)
         record.write()
         loggers = [instantiate(cfg.logger, "logger")] if cfg.get("logger") else []
         run = MemberRun(index, plan.run_dir, record, loggers)
-        for experiment in run.experiments("add_text"):
-            experiment.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg) + "```", 0)
-        if not (cfg.get("eval") and cfg.eval.get("enabled")):
-            for logger in loggers:
-                logger.log_hyperparams(plan.config)
+        run.log_config(OmegaConf.to_yaml(cfg), metric_tags(cfg, plan.member))
         runs.append(run)
     return runs
+
+
+def metric_tags(cfg: DictConfig, member: dict[str, Any]) -> list[str]:
+    """The scalar tags a run's evaluations log (what TensorBoard's HPARAMS tab compares runs by)."""
+    if not (cfg.get("eval") and cfg.eval.get("enabled")):
+        return []
+    prefixes = ["eval"] + (["eval_no_ema"] if member.get("g_ema") else [])
+    return [f"{prefix}/{name}" for prefix in prefixes for name in METRIC_NAMES]
 
 
 def check_pack(plans: Sequence[MemberPlan]) -> None:

@@ -33,6 +33,16 @@ def test_evaluations_are_logged_recorded_and_checkpointed(tmp_path, tiny_mnist):
     assert [s for s, _ in series["eval/fid"]] == [16, 24]  # no false point at step 0
     assert [s for s, _ in series["eval/diversity"]] == [8, 16, 24]  # every epoch
     assert summary["final_metrics"]["fid"] == results["final"]["fid"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")  # the HPARAMS tab: the config and the metrics it compares by
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {f"eval/{m}" for m in METRIC_NAMES}
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["model/g_act"].string_value == "relu"
     diversity = dict(series["eval/diversity"])
     for record in results["evaluations"]:  # the fixed-noise diversity and G's conditioning at each evaluation
         assert record["diversity"] == pytest.approx(diversity[record["iteration"]])

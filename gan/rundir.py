@@ -1,0 +1,209 @@
+"""A run directory and what is written into it: one module for the record, the files and the logs.
+
+- ``results.json`` (``RunResults``): what a run was, how it ended and what it scored. The writer (``gan.train``),
+  the callbacks (each evaluation appends to it) and ``gan.report`` (``RunResults.load``) use this one class.
+  Written when training starts (status ``running``), after every evaluation, and when the run ends:
+  ``finished``, ``diverged`` (a non-finite loss), ``interrupted`` or ``failed`` (any other error, with its
+  reason).
+- ``atomic_write``: every file the lab writes (results.json, checkpoints, the evaluator's cache) is written beside
+  its path and renamed, so a crash never leaves half a file and a reader never sees one.
+- ``MemberRun``: one member of a training pack as its run directory sees it, with the loggers that can take text,
+  images or histograms (``experiments``), and the run's config logged once (``log_config``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+RESULTS_NAME = "results.json"
+STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` a file beside ``path``, then rename it over ``path`` (an atomic step on one file system)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
+
+
+class RunResults:
+    """The results record of one run (``RUN_DIR/results.json``): written by a run, read by reports."""
+
+    def __init__(self, run_dir: str | Path, config: dict[str, Any]) -> None:
+        self.path = Path(run_dir) / RESULTS_NAME
+        self._start = time.perf_counter()
+        self.data: dict[str, Any] = {
+            "status": "running",
+            "reason": None,
+            "seed": config.get("seed"),
+            "config": config,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "iterations": 0,
+            "wall_s": 0.0,
+            "evaluator": None,
+            "evaluations": [],
+            "best": None,
+            "final": None,
+        }
+
+    # ------------------------------------------------------------------ reading
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunResults | None:
+        """The record in ``run_dir``, or None when there is none (or it cannot be read)."""
+        path = Path(run_dir) / RESULTS_NAME
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        record = cls(run_dir, data.get("config") or {})
+        record.data.update(data)
+        return record
+
+    @property
+    def status(self) -> str:
+        return str(self.data.get("status"))
+
+    @property
+    def reason(self) -> str | None:
+        return self.data.get("reason")
+
+    @property
+    def seed(self) -> Any:
+        return self.data.get("seed")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.data.get("config") or {}
+
+    @property
+    def iterations(self) -> int:
+        return int(self.data.get("iterations") or 0)
+
+    @property
+    def evaluations(self) -> list[dict[str, Any]]:
+        """Every evaluation so far, in order: each a dict of metrics with ``iteration``, ``epochs``, ``wall_s``."""
+        return list(self.data.get("evaluations") or [])
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The evaluation with the lowest fid (and the checkpoint kept of it)."""
+        return self.data.get("best")
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        """The final evaluation, or for a run still going its latest one."""
+        evaluations = self.evaluations
+        return self.data.get("final") or (evaluations[-1] if evaluations else None)
+
+    @property
+    def wall_s(self) -> float:
+        """Seconds since the run (or its first part, when resumed in place) started."""
+        return round(time.perf_counter() - self._start, 1)
+
+    # ------------------------------------------------------------------ writing
+    def write(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+    def improves(self, fid: float) -> bool:
+        """Whether an evaluation with this fid would be the best so far."""
+        best = self.data["best"]
+        return math.isfinite(fid) and (best is None or fid < best["fid"])
+
+    def add_evaluation(self, record: dict[str, Any], checkpoint: str | None) -> None:
+        """Append one evaluation (and make it the best one when it improves the fid)."""
+        if self.improves(record["fid"]):
+            self.data["best"] = {**record, "checkpoint": checkpoint}
+        self.data["evaluations"].append(record)
+        self.data["iterations"] = record["iteration"]
+        self.data["wall_s"] = record["wall_s"]
+        self.write()
+
+    def finish(self, status: str, iterations: int, reason: str | None = None) -> None:
+        self.data.update(status=status, reason=reason, iterations=iterations, wall_s=self.wall_s)
+        if self.data["evaluations"]:
+            self.data["final"] = self.data["evaluations"][-1]
+        self.write()
+
+    def continue_from(self, previous: RunResults) -> None:
+        """A study resumed in place keeps the evaluations (and best) its interrupted run recorded."""
+        self.data["evaluations"] = previous.evaluations
+        self.data["best"] = previous.best
+        self.data["resumed"] = previous.data.get("resumed", 0) + 1
+        self._start -= float(previous.data.get("wall_s") or 0.0)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"model/g_act": "relu", ...} with values TensorBoard's hparams accept."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{name}/"))
+        else:
+            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
+
+
+class MemberRun:
+    """One member of a training pack as its run directory sees it: where it writes, its results record and the
+    loggers (its own TensorBoard event file), so that each member's folder is what a run alone writes."""
+
+    def __init__(self, index: int, run_dir: str | Path, record: RunResults, loggers: list[Any]) -> None:
+        self.index = index  # position in the pack
+        self.run_dir = Path(run_dir)
+        self.record = record
+        self.loggers = loggers
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)
+
+    def experiments(self, method: str) -> list[Any]:
+        """The logger back ends that can ``method`` (e.g. ``add_image``, ``add_histogram``, ``add_text``)."""
+        return [lg.experiment for lg in self.loggers if hasattr(lg.experiment, method)]
+
+    def log_config(self, config_yaml: str, metric_tags: list[str]) -> None:
+        """The run's config, logged once: as text, and as hyperparameters with the metric tags that TensorBoard's
+        HPARAMS tab compares runs by (their values are the scalars logged under those tags as training goes).
+
+        Through public APIs only: Lightning's ``log_hyperparams(params, metrics)`` would also log each metric at
+        step 0, a false first point on every curve, so a TensorBoard logger gets the hparams summaries through
+        torch's ``FileWriter`` (an event file of their own, beside the logger's) and ``hparams.yaml`` through
+        Lightning's ``save_hparams_to_yaml``; any other logger gets ``log_hyperparams(config)``.
+        """
+        from lightning.pytorch.core.saving import save_hparams_to_yaml
+        from lightning.pytorch.loggers import TensorBoardLogger
+        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard.writer import FileWriter
+
+        config = self.record.config
+        for experiment in self.experiments("add_text"):
+            experiment.add_text("config", "```yaml\n" + config_yaml + "```", 0)
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                writer = FileWriter(logger.log_dir)
+                for summary in hparams(flatten_config(config), dict.fromkeys(metric_tags, 0.0)):
+                    writer.add_summary(summary)
+                writer.close()
+                save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", config)
+            else:
+                logger.log_hyperparams(config)
