@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from gan.errors import ConfigError
-from gan.networks import IMAGE_SIZE
+from gan.images import IMAGE_SIZE
 
 
 def parse_policy(policy: str | Sequence[str] | None) -> tuple[str, ...]:

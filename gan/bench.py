@@ -34,10 +34,11 @@ from torch import nn
 
 from gan.activations import build_activation
 from gan.errors import ConfigError, exits_on_error
+from gan.images import IMAGE_DIM
 from gan.losses import MemberLosses
 from gan.module import GANModule, member_hparams
-from gan.networks import IMAGE_DIM
-from gan.train import CONF_DIR, MemberPlan, build_datamodule, build_trainer, member_config
+from gan.schema import CONF_DIR
+from gan.training import MemberPlan, build_datamodule, build_trainer, member_config
 
 GRID_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
 # Stability switches the bare reference loop does not implement (it matches them only at their defaults).

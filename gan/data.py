@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from gan.augment import parse_policy
 from gan.errors import DataError
-from gan.networks import IMAGE_SIZE
+from gan.images import IMAGE_SIZE
 
 SPLIT_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -12,10 +12,11 @@ import time
 import hydra
 from omegaconf import DictConfig
 
+from gan.checkpoints import checked_ema, load_generator
 from gan.errors import ConfigError, exits_on_error
 from gan.evaluator import load_evaluator
 from gan.metrics import score_samples
-from gan.sample import checked_ema, draw, load_generator
+from gan.sample_quality import draw
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

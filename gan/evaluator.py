@@ -1,34 +1,36 @@
 """The MNIST evaluator: a small CNN trained on MNIST itself, the feature extractor behind every sample metric.
 
 Inception features do not suit 32x32 digits; the field's practice is a classifier trained on MNIST. It is trained
-once (``python -m gan.evaluator --data-root ROOT``, or automatically on first use) and cached with the SHA-256 of
+once (``python -m gan.evaluator data.root=ROOT``, or automatically on first use) and cached with the SHA-256 of
 the files it was trained on and its test accuracy. A cache whose checksums, version or contents do not match is
 rebuilt, never silently used. The cache also holds the test split's features and logits: the real reference
 statistics every evaluation compares against.
 
-    python -m gan.evaluator --data-root ../shared/mnist     # train (or verify) and print accuracy as JSON
+    python -m gan.evaluator data.root=../shared/mnist     # train (or verify) and print accuracy as JSON
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
 import os
 import stat
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import hydra
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 
 from gan.data import SPLIT_FILES, _existing, ensure_mnist, load_split, raw_folder, to_flat_images
 from gan.errors import DataError, exits_on_error
-from gan.networks import IMAGE_SIZE
+from gan.images import IMAGE_SIZE
 from gan.rundir import atomic_write
 
 EVALUATOR_VERSION = 2  # bump when the architecture or training recipe changes: old caches are rebuilt
@@ -246,7 +248,7 @@ def _load_or_train(root: str | Path, download: bool, train_if_missing: bool, min
     if cached is not None and cached.test_accuracy >= min_accuracy:
         return cached
     if not train_if_missing:
-        raise DataError(f"No valid evaluator cache at {path}; run python -m gan.evaluator --data-root {root}.")
+        raise DataError(f"No valid evaluator cache at {path}; run python -m gan.evaluator data.root={root}.")
     start = time.perf_counter()
     model, accuracy = train_classifier(root)
     if accuracy < min_accuracy:
@@ -255,34 +257,46 @@ def _load_or_train(root: str | Path, download: bool, train_if_missing: bool, min
             f"not caching it. Is {raw_folder(root)} the real MNIST?"
         )
     feats, logits, radii = _reference(model, root)
-    cache = (
-        {
-            "version": EVALUATOR_VERSION,
-            "state_dict": model.state_dict(),
-            "test_accuracy": accuracy,
-            "data_sha256": checksums,
-            "test_features": feats,
-            "test_logits": logits,
-            "test_radii": radii,
-            "train_seconds": round(time.perf_counter() - start, 1),
-        },
-    )
+    cache = {
+        "version": EVALUATOR_VERSION,
+        "state_dict": model.state_dict(),
+        "test_accuracy": accuracy,
+        "data_sha256": checksums,
+        "test_features": feats,
+        "test_logits": logits,
+        "test_radii": radii,
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
     atomic_write(path, lambda tmp: torch.save(cache, tmp))
     print(f"evaluator trained in {time.perf_counter() - start:.0f} s: test accuracy {accuracy:.4f}, cached at {path}")
     return Evaluator(model, accuracy, feats, logits, radii, path)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default="data", help="folder holding MNIST/raw/ (default: data)")
-    parser.add_argument("--download", action="store_true", help="download MNIST if missing")
-    args = parser.parse_args(argv)
+def legacy_flags(argv: list[str]) -> list[str]:
+    """The command's old argparse spelling (``--data-root ROOT``, ``--download``) as the Hydra overrides every
+    entry point takes now (``data.root=ROOT``, ``data.download=true``)."""
+    out, args = [], iter(argv)
+    for arg in args:
+        if arg == "--data-root":
+            out.append(f"data.root={next(args, '')}")
+        elif arg.startswith("--data-root="):
+            out.append("data.root=" + arg.split("=", 1)[1])
+        elif arg == "--download":
+            out.append("data.download=true")
+        else:
+            out.append(arg)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluator")
+def main(cfg: DictConfig) -> dict[str, object]:
     with exits_on_error():
-        ev = load_evaluator(args.data_root, download=args.download)
+        ev = load_evaluator(cfg.data.root, download=bool(cfg.data.download))
     summary = {"test_accuracy": round(ev.test_accuracy, 4), "cache": str(ev.path)}
     print(json.dumps(summary))
     return summary
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = legacy_flags(sys.argv[1:])
     main()

@@ -1,12 +1,12 @@
 """The packed launcher: a Hydra sweep's jobs grouped into packs of compatible configs, each pack trained as one
-population in one process (``gan.train.train_pack``).
+population in one process (``gan.training.train_pack``).
 
     python -m gan.train -m experiment=activation_grid hydra/launcher=packed             # packs in this process
     python -m gan.train -m ... hydra/launcher=packed_slurm                                # one SLURM job (GPU) per pack
     python -m gan.train -m ... hydra/launcher=packed hydra.launcher.max_members=32        # packs of at most 32
 
 Every job first goes through Hydra's own job setup (its folder, ``.hydra/`` with the composed config and
-overrides) and ``gan.train.prepare`` (all values checked, resume settled). A bad value in any job stops the sweep
+overrides) and ``gan.training.prepare`` (all values checked, resume settled). A bad value in any job stops the sweep
 before any pack starts, naming each bad job. Jobs whose configs agree on what a pack shares
 (``gan.packing.pack_key``) train together, at most ``max_members`` at a time; each member writes its own run
 directory, and each job returns its final fid to the sweeper (NaN when it has none), so Optuna's batches of
@@ -37,15 +37,15 @@ log = logging.getLogger(__name__)
 
 
 def prepare_job(cfg: DictConfig) -> Any:
-    """Hydra's task for one job of a packed sweep: check it and return its plan (``gan.train.prepare``)."""
-    from gan.train import prepare
+    """Hydra's task for one job of a packed sweep: check it and return its plan (``gan.training.prepare``)."""
+    from gan.training import prepare
 
     return prepare(cfg)
 
 
 def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
     """Train one pack (in this process, or as a cluster job); a pack that cannot run reports it per member."""
-    from gan.train import train_pack
+    from gan.training import train_pack
 
     try:
         return train_pack(plans)
@@ -74,7 +74,7 @@ class PackedLauncherBase(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from gan.packing import group_packs, pack_key
-        from gan.train import check_pack
+        from gan.training import check_pack
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None

@@ -33,8 +33,9 @@ from torch import nn
 from gan.activations import ACTIVATION_NAMES, check_activation, data_range
 from gan.augment import diff_augment, parse_policy
 from gan.errors import ConfigError, RunFailed
+from gan.images import IMAGE_SIZE
 from gan.losses import MemberLosses, check_loss, r1_penalty, wgan_gp_penalty
-from gan.networks import IMAGE_SIZE, Discriminator, Generator, check_minibatch_std_group, check_norm
+from gan.networks import Discriminator, Generator, check_minibatch_std_group, check_norm
 from gan.optim import OPTIMIZERS, StackedOptimizer
 from gan.population import derived_seed, member_column, member_generators
 

@@ -20,10 +20,8 @@ import torch
 from torch import nn
 
 from gan.errors import ConfigError
+from gan.images import IMAGE_DIM
 from gan.population import NORMS, MemberActivation, MinibatchStd, StackedLinear
-
-IMAGE_SIZE = 32
-IMAGE_DIM = IMAGE_SIZE * IMAGE_SIZE  # 1024: MNIST padded to 32x32, flattened
 
 
 def check_norm(name: str, where: str) -> None:

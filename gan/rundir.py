@@ -185,25 +185,23 @@ class MemberRun:
         """The run's config, logged once: as text, and as hyperparameters with the metric tags that TensorBoard's
         HPARAMS tab compares runs by (their values are the scalars logged under those tags as training goes).
 
-        Through public APIs only: Lightning's ``log_hyperparams(params, metrics)`` would also log each metric at
-        step 0, a false first point on every curve, so a TensorBoard logger gets the hparams summaries through
-        torch's ``FileWriter`` (an event file of their own, beside the logger's) and ``hparams.yaml`` through
+        Lightning's ``log_hyperparams(params, metrics)`` would also log each metric at step 0, a false first point
+        on every curve, so a TensorBoard logger gets the hparams summaries (torch's ``summary.hparams``) written by
+        its SummaryWriter's ``file_writer`` (into the run's one event file) and ``hparams.yaml`` through
         Lightning's ``save_hparams_to_yaml``; any other logger gets ``log_hyperparams(config)``.
         """
         from lightning.pytorch.core.saving import save_hparams_to_yaml
         from lightning.pytorch.loggers import TensorBoardLogger
         from torch.utils.tensorboard.summary import hparams
-        from torch.utils.tensorboard.writer import FileWriter
 
         config = self.record.config
         for experiment in self.experiments("add_text"):
             experiment.add_text("config", "```yaml\n" + config_yaml + "```", 0)
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
-                writer = FileWriter(logger.log_dir)
+                writer = logger.experiment.file_writer  # made by the add_text above
                 for summary in hparams(flatten_config(config), dict.fromkeys(metric_tags, 0.0)):
                     writer.add_summary(summary)
-                writer.close()
                 save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", config)
             else:
                 logger.log_hyperparams(config)

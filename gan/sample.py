@@ -10,45 +10,12 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
-from gan.errors import CheckpointError, ConfigError, exits_on_error
-from gan.evaluation import eval_noise
-from gan.module import GANModule
-
-
-def load_generator(ckpt_path: str | Path, device: str = "cpu") -> GANModule:
-    """The trained GANModule (G, D, data range) from a gan.train checkpoint, in eval mode."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file (looked at {path.resolve()}).")
-    module = GANModule.load_from_checkpoint(path, map_location=device, weights_only=True)
-    return module.eval()
-
-
-def checked_ema(module: GANModule, cfg: DictConfig) -> bool | None:
-    """The ``ema`` argument (null: the average when there is one), refused when the checkpoint has no average."""
-    ema = cfg.get("ema")
-    if ema is not None and not isinstance(ema, bool):
-        raise ConfigError(f"ema={ema!r} is not valid; valid choices: null (the default sampler), true, false.")
-    if ema and module.generator_ema is None:
-        raise ConfigError(
-            f"ema=true, but {cfg.ckpt_path} holds no generator weight average (it was trained with model.g_ema=false)."
-        )
-    return ema
-
-
-def draw(module: GANModule, num_samples: int, seed: int, chunk: int = 2000, ema: bool | None = None) -> torch.Tensor:
-    """``num_samples`` outputs of a population of one (N x 1024, on the CPU) from seeded noise: the same z as
-    training's evaluations with the same seed (``gan.evaluation.eval_noise``).
-
-    The noise comes from its own generator: drawing never disturbs a training stream. ``ema`` as in
-    ``GANModule.sample`` (None: the weight average when the model keeps one).
-    """
-    z = eval_noise(num_samples, module.shared["latent_dim"], seed)
-    return torch.cat([module.sample(part, ema=ema)[0].float().cpu() for part in z.split(chunk)])
+from gan.checkpoints import checked_ema, load_generator
+from gan.errors import ConfigError, exits_on_error
+from gan.sample_quality import draw
 
 
 def run(cfg: DictConfig) -> dict[str, str]:

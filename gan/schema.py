@@ -5,7 +5,7 @@ YAML groups merge into it: a value of the wrong type (``data.batch_size=abc``) o
 (``+model.lr=1``) is refused by the schema while the config is composed, before any code of ours runs. The YAML
 files keep the defaults and their comments; the schema keeps the types. Rules that tie values together (wgan-gp
 with batch norm, label smoothing with hinge, ``d_out_act=sigmoid``, ...) are checked once per job by
-``gan.train.prepare`` (through ``gan.module.member_hparams`` and the data module), before anything is written.
+``gan.training.prepare`` (through ``gan.module.member_hparams`` and the data module), before anything is written.
 
 Left open on purpose: ``trainer``, ``logger`` and ``callbacks`` hold Lightning's own constructor arguments (any
 ``+trainer.NAME=VALUE`` Lightning takes), which Lightning checks when ``prepare`` builds them.
@@ -13,7 +13,10 @@ Left open on purpose: ``trainer``, ``logger`` and ``callbacks`` hold Lightning's
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -23,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gan.errors import ConfigError
 
 SCHEMA_NAME = "train_schema"
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def _adam() -> Dict[str, Any]:
@@ -78,9 +82,9 @@ class DataConfig:
 
 @dataclass
 class EvalConfig:
-    """``eval.*``: sample quality while training (``gan.evaluation.SampleQuality``)."""
+    """``eval.*``: sample quality while training (``gan.sample_quality.SampleQuality``)."""
 
-    _target_: str = "gan.evaluation.SampleQuality"
+    _target_: str = "gan.sample_quality.SampleQuality"
     enabled: bool = True
     every_n_epochs: int = 5
     num_samples: int = 10000
@@ -120,6 +124,19 @@ class TrainConfig:
     act: Optional[str] = None  # the one hidden activation of ``activation=same``
 
 
+def safe_dirname(text: str, limit: int = 200) -> str:
+    """A job's overrides as one folder name (Hydra's ``override_dirname``, written ``key:value+key:value``).
+
+    Only characters Hydra's override grammar takes unquoted remain, so a path into the folder can be passed back
+    as ``ckpt_path=...`` as it is: lists lose their brackets (``[32,32]`` -> ``32-32``), anything else odd becomes
+    ``-``; a name over ``limit`` characters is cut and ends in a short hash of the whole.
+    """
+    name = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).replace(",", "-"), str(text))
+    name = re.sub(r"[^A-Za-z0-9_.:@+%-]", "-", name) or "defaults"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]  # stable: the same job gets the same folder every time
+    return name if len(name) <= limit else f"{name[: limit - 9]}@{digest}"
+
+
 def check_schema(cfg: DictConfig) -> None:
     """Refuse what composing let through: keys added with ``+`` that the schema does not have (Hydra's ``+``
     adds a key even to a typed node), and ``act`` given without the ``activation=same`` preset that reads it."""
@@ -148,8 +165,11 @@ def check_schema(cfg: DictConfig) -> None:
 
 
 def register() -> None:
-    """Put the schema where ``conf/train.yaml``'s defaults find it (idempotent)."""
+    """Put the schema where ``conf/train.yaml``'s defaults find it, and the resolver its sweep folder names use
+    (idempotent)."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainConfig)
+    if not OmegaConf.has_resolver("safe_dirname"):
+        OmegaConf.register_new_resolver("safe_dirname", safe_dirname)
 
 
 register()

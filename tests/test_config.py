@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 from gan.activations import ACTIVATION_NAMES
 from gan.errors import ConfigError, DataError
 from gan.module import GANModule
-from gan.train import CONF_DIR, build_model, lightning_max_steps, train
+from gan.schema import CONF_DIR
+from gan.training import build_model, lightning_max_steps, train
 from tests.conftest import compose_train, fast_overrides
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "activation").glob("*.yaml"))
@@ -142,7 +143,7 @@ def test_the_schema_refuses_wrong_types_while_composing(override):
     ],
 )
 def test_keys_the_schema_does_not_have_are_refused_before_any_work(tmp_path, override, pattern):
-    from gan.train import prepare
+    from gan.training import prepare
 
     cfg = compose_train(fast_overrides(tmp_path / "absent") + [override], tmp_path / "run")
     with pytest.raises(ConfigError, match=pattern):

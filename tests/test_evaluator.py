@@ -88,3 +88,10 @@ def test_embedding_is_the_same_in_either_value_range(small_mnist, monkeypatch):
     assert torch.allclose(f1, f2, atol=1e-5) and torch.allclose(l1, l2, atol=1e-5)
     f3, _ = ev.embed(x01 * 3, (0.0, 1.0))  # out-of-range pixels are clamped like an image would be
     assert torch.allclose(f3, ev.embed((x01 * 3).clamp(0, 1), (0.0, 1.0))[0])
+
+
+def test_the_old_flag_spelling_becomes_the_overrides_every_command_takes():
+    from gan.evaluator import legacy_flags
+
+    assert legacy_flags(["--data-root", "../m", "--download"]) == ["data.root=../m", "data.download=true"]
+    assert legacy_flags(["--data-root=x", "data.download=false"]) == ["data.root=x", "data.download=false"]

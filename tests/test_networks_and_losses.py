@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from gan.errors import ConfigError
+from gan.images import IMAGE_DIM
 from gan.losses import LOSSES, MemberLosses, check_loss
-from gan.networks import IMAGE_DIM, Discriminator, Generator
+from gan.networks import Discriminator, Generator
 from gan.population import StackedLinear
 
 PARAMS = {"leaky_relu": {"negative_slope": 0.2}}

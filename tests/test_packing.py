@@ -7,13 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan.evaluation import score_members
 from gan.evaluator import load_evaluator
 from gan.metrics import score_samples
 from gan.module import GANModule, member_hparams
 from gan.packing import group_packs, member_checkpoint, merge_checkpoints, pack_key
-from gan.sample import draw
-from gan.train import prepare, train_pack
+from gan.sample_quality import draw, score_members
+from gan.training import prepare, train_pack
 from tests.conftest import compose_train, fast_overrides, scalars
 
 SMALL = [

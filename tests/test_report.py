@@ -10,7 +10,8 @@ import pytest
 
 from gan.activations import ACTIVATION_NAMES
 from gan.report import find_runs, report
-from gan.train import CONF_DIR, build_model
+from gan.schema import CONF_DIR
+from gan.training import build_model
 from tests.conftest import _cli, compose_train, fast_overrides
 
 EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=1"]

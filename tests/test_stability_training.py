@@ -14,7 +14,8 @@ from gan.data import MNISTDataModule
 from gan.errors import ConfigError
 from gan.module import GANModule
 from gan.sample import run as sample_run
-from gan.train import CONF_DIR, prepare, train_pack
+from gan.schema import CONF_DIR
+from gan.training import prepare, train_pack
 from tests.conftest import SCALAR_TAGS, compose_train, fast_overrides, image_tags, run, scalars, weights
 
 STABILITY_PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "stability").glob("*.yaml"))

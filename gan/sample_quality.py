@@ -35,6 +35,19 @@ def eval_noise(num_samples: int, latent_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(num_samples, latent_dim, generator=torch.Generator().manual_seed(int(seed)))
 
 
+def draw(
+    module: L.LightningModule, num_samples: int, seed: int, chunk: int = 2000, ema: bool | None = None
+) -> torch.Tensor:
+    """``num_samples`` outputs of a population of one (N x 1024, on the CPU) from seeded noise: the same z as
+    training's evaluations with the same seed (``gan.sample_quality.eval_noise``).
+
+    The noise comes from its own generator: drawing never disturbs a training stream. ``ema`` as in
+    ``GANModule.sample`` (None: the weight average when the model keeps one).
+    """
+    z = eval_noise(num_samples, module.shared["latent_dim"], seed)
+    return torch.cat([module.sample(part, ema=ema)[0].float().cpu() for part in z.split(chunk)])
+
+
 def member_samples(
     module: L.LightningModule, members: Sequence[int], z: torch.Tensor, ema: bool | None, chunk: int = 2000
 ) -> torch.Tensor:

@@ -1,0 +1,55 @@
+"""Reading what the lab wrote: checkpoints (a run's, a pack member's) and the generator they hold.
+
+Every checkpoint is read with ``weights_only=True`` (tensors and plain containers: loading one runs no code); a
+file that is missing, unreadable or not this lab's is refused with one ``CheckpointError`` naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from gan.errors import CheckpointError, ConfigError
+from gan.module import GANModule
+
+
+def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]:
+    """A checkpoint written by this lab (tensors and plain containers only: loaded with ``weights_only=True``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{what}={str(path)!r}: no such checkpoint file (looked at {path.resolve()}).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unreadable or foreign file -> one clear message
+        raise CheckpointError(f"{what}={str(path)!r} is not a readable checkpoint of this lab: {exc}") from exc
+    if not isinstance(ckpt, dict) or "members" not in ckpt.get("hyper_parameters", {}):
+        raise CheckpointError(
+            f"{what}={str(path)!r} was not written by this lab's gan.train (no member hyperparameters)."
+        )
+    if len(ckpt["hyper_parameters"]["members"]) != 1:
+        raise CheckpointError(f"{what}={str(path)!r} holds a pack, not one run's checkpoint.")
+    return ckpt
+
+
+def load_generator(ckpt_path: str | Path, device: str = "cpu") -> GANModule:
+    """The trained GANModule (G, D, data range) from a gan.train checkpoint, in eval mode."""
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file (looked at {path.resolve()}).")
+    module = GANModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+    return module.eval()
+
+
+def checked_ema(module: GANModule, cfg: DictConfig) -> bool | None:
+    """The ``ema`` argument (null: the average when there is one), refused when the checkpoint has no average."""
+    ema = cfg.get("ema")
+    if ema is not None and not isinstance(ema, bool):
+        raise ConfigError(f"ema={ema!r} is not valid; valid choices: null (the default sampler), true, false.")
+    if ema and module.generator_ema is None:
+        raise ConfigError(
+            f"ema=true, but {cfg.ckpt_path} holds no generator weight average (it was trained with model.g_ema=false)."
+        )
+    return ema

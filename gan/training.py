@@ -1,0 +1,395 @@
+"""Training, as ``gan.train`` (the command) and the packed launcher run it: jobs -> member plans -> packs.
+
+A run is a population of one. Work happens in two steps that the packed launcher (``hydra/launcher=packed``)
+also uses: ``prepare`` turns one job's composed config into a ``MemberPlan`` (every value checked, resume settled,
+nothing written), and ``train_pack`` trains a list of plans as one population in one Lightning fit, each member
+writing its own run directory. In a multirun, a job whose folder already holds a finished run is skipped and one
+whose run was interrupted resumes from its ``last.ckpt`` (resume a study by running its command again with the
+same ``hydra.sweep.dir``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gan.callbacks import MemberCallback, MemberScalars
+from gan.checkpoints import read_checkpoint
+from gan.data import MNISTDataModule
+from gan.errors import ConfigError, RunFailed
+from gan.metrics import METRIC_NAMES
+from gan.module import GANModule
+from gan.packing import DATAMODULE_KEY, activation_order, merge_checkpoints
+from gan.rundir import MemberRun, RunResults
+from gan.schema import check_schema
+
+MODEL_OVERRIDE_PREFIXES = ("model.", "model=", "activation=", "act=", "stability=", "data.augment")
+# The data settings that define what a run trains on (resume keeps them, like the model).
+DATA_SUBSET_KEYS = ("train_size", "subset_seed")
+DATA_OVERRIDE_PREFIXES = tuple(f"data.{k}" for k in DATA_SUBSET_KEYS) + ("data=", "stability=")
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def lightning_max_steps(max_steps: int | None, d_steps: int) -> int:
+    """The lab's ``max_steps`` (generator iterations) -> Lightning's (optimizer steps: d_steps + 1 per iteration)."""
+    if max_steps is None or int(max_steps) < 0:
+        return -1
+    return int(max_steps) * (int(d_steps) + 1)
+
+
+def _explicit_overrides(prefixes: tuple[str, ...]) -> list[str]:
+    """The command-line overrides that start with one of ``prefixes``."""
+    if not HydraConfig.initialized():
+        return []
+    return [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith(prefixes)]
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _job_name() -> str:
+    """How messages name the current job: its number and overrides in a sweep, else "this run"."""
+    if not in_multirun():
+        return "this run"
+    job = HydraConfig.get().job
+    return f"job {job.num} ({' '.join(HydraConfig.get().overrides.task) or 'no overrides'})"
+
+
+def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` whose bad-value failures become one ConfigError naming the config group.
+
+    The node is taken as plain values: the schema typed the config the user wrote (``data.seed`` is an int), while
+    gan.train's own arguments may have other types (a pack's data module gets one seed per member).
+    """
+    if OmegaConf.is_config(node):
+        node = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except hydra.errors.InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
+            names_key = isinstance(cause, ConfigError) or str(cause).startswith(f"{group}.")
+            message = str(cause) if names_key else f"{group}: {cause}"
+            raise ConfigError(message) from cause
+        raise
+
+
+# ----------------------------------------------------------------------------- one job -> one member plan
+@dataclass
+class MemberPlan:
+    """One job, checked and ready to train as a member of a pack (plain values: it pickles to a cluster job)."""
+
+    job: str  # how messages name it
+    run_dir: str
+    config: dict[str, Any]  # the composed config (resolved), as the run records it
+    member: dict[str, Any]  # its GANModule member hyperparameters
+    ckpt_path: str | None = None  # resume from here
+    in_place: bool = False  # a study resumed in its own folder (keeps its results so far)
+    done: dict[str, Any] | None = None  # the results of a member that already finished: nothing to train
+    resume_step: int | None = None
+    data_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> DictConfig:
+        return OmegaConf.create(self.config)
+
+
+def keep_checkpoint_settings(
+    cfg: DictConfig, group: str, saved: dict[str, Any], asked: dict[str, Any], prefixes: tuple[str, ...], what: str
+) -> None:
+    """A resumed run keeps the checkpoint's ``what``: command-line overrides asking for other values are refused."""
+    changed = {k: (saved.get(k), v) for k, v in asked.items() if saved.get(k) != v}
+    explicit = _explicit_overrides(prefixes)
+    if changed and explicit:
+        diffs = "; ".join(f"{group}.{k}: checkpoint {old!r}, asked {new!r}" for k, (old, new) in changed.items())
+        raise ConfigError(
+            f"Cannot resume {cfg.ckpt_path} with a different {what} ({' '.join(explicit)}): {diffs}. A resumed run "
+            f"keeps the checkpoint's {what}; drop those overrides, or start a new run without ckpt_path."
+        )
+
+
+def _adopt(node: DictConfig, values: dict[str, Any]) -> None:
+    """Write what a resumed run really uses back into its config, so that the logged config and results.json say it."""
+    with open_dict(node):
+        for key, value in values.items():
+            node[key] = value
+
+
+def resume_settings(cfg: DictConfig, member: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """(member hyperparameters, data subset, step) of the checkpoint ``cfg.ckpt_path``: a resumed run keeps its
+    model and training data; explicit overrides asking for others are refused. ``cfg`` records what it uses."""
+    ckpt = read_checkpoint(cfg.ckpt_path)
+    saved = dict(ckpt["hyper_parameters"]["members"][0])
+    asked_model = {k: v for k, v in member.items() if k not in ("seed", "augment")}
+    keep_checkpoint_settings(cfg, "model", saved, asked_model, MODEL_OVERRIDE_PREFIXES, "model")
+    keep_checkpoint_settings(
+        cfg,
+        "data",
+        {"augment": saved["augment"]},
+        {"augment": member["augment"]},
+        MODEL_OVERRIDE_PREFIXES,
+        "augmentation",
+    )
+    _adopt(cfg.model, {k: v for k, v in saved.items() if k not in ("seed", "augment")})
+    _adopt(cfg.data, {"augment": saved["augment"]})
+    subset = ckpt.get(DATAMODULE_KEY, {}).get("subset")
+    if subset is not None:
+        asked = {k: cfg.data.get(k) for k in DATA_SUBSET_KEYS}
+        keep_checkpoint_settings(cfg, "data", subset, asked, DATA_OVERRIDE_PREFIXES, "training subset")
+        _adopt(cfg.data, subset)
+    saved["seed"] = member["seed"]  # the streams continue from the checkpoint; the seed names the run
+    return saved, dict(subset or {}), int(ckpt.get("global_step", 0))
+
+
+def _study_resume(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | None]:
+    """In a sweep: (the checkpoint to resume this job from, or the results of a job already done), read from the
+    job's own folder; (None, None) for a job that has not run yet (or left nothing to resume from)."""
+    if not in_multirun() or cfg.ckpt_path:
+        return None, None
+    previous = RunResults.load(cfg.run_dir)
+    if previous is None:
+        return None, None
+    if previous.status in ("finished", "diverged"):
+        return None, previous.data
+    last = Path(cfg.run_dir) / LAST_CHECKPOINT
+    return (str(last) if last.is_file() else None), None
+
+
+def member_config(cfg: DictConfig) -> dict[str, Any]:
+    """The member hyperparameters ``cfg`` asks for (``model.*`` with its seed and ``data.augment``), checked."""
+    return instantiate(cfg.model, "model", _recursive_=False, seed=int(cfg.seed), augment=cfg.data.get("augment"))
+
+
+def build_model(cfg: DictConfig) -> GANModule:
+    """A population of one as ``cfg`` configures it (what ``gan.train`` trains for a new run)."""
+    return GANModule(members=[member_config(cfg)])
+
+
+def prepare(cfg: DictConfig) -> MemberPlan:
+    """Check one job's config (every value, before anything is written) and settle how it resumes."""
+    check_schema(cfg)
+    resume_from, done = _study_resume(cfg)
+    with open_dict(cfg):
+        cfg.run_dir = str(Path(cfg.run_dir).resolve())
+        if resume_from:
+            cfg.ckpt_path = resume_from
+    member = member_config(cfg)
+    data_state: dict[str, Any] = {}
+    step = None
+    if cfg.ckpt_path:
+        member, data_state, step = resume_settings(cfg, member)
+    # The data module's own checks (batch size, training subset size) run now; the files are read per pack.
+    instantiate(cfg.data, "data", value_range=[0.0, 1.0], batches_per_iteration=member["d_steps"])
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return MemberPlan(
+        job=_job_name(),
+        run_dir=str(cfg.run_dir),
+        config=config,
+        member=member,
+        ckpt_path=str(cfg.ckpt_path) if cfg.ckpt_path else None,
+        in_place=bool(resume_from),
+        done=done,
+        resume_step=step,
+        data_state=data_state,
+    )
+
+
+# ----------------------------------------------------------------------------- a pack of plans -> one fit
+class PackCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, with one addition: resuming a pack reads its members' own checkpoints and
+    merges them (``gan.packing.merge_checkpoints``) in place of one file."""
+
+    def __init__(self, member_paths: Sequence[str]) -> None:
+        super().__init__()
+        self.member_paths = list(member_paths)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return merge_checkpoints([read_checkpoint(p, "a member's checkpoint") for p in self.member_paths])
+
+
+def build_datamodule(cfg: DictConfig, module: GANModule, plans: Sequence[MemberPlan]) -> MNISTDataModule:
+    """The data module serving every member: each its own shuffle seed and its generator's data range."""
+    datamodule: MNISTDataModule = instantiate(
+        cfg.data,
+        "data",
+        seed=[int(p.config["data"]["seed"]) for p in plans],
+        value_range=[list(r) for r in module.data_ranges],
+        batches_per_iteration=module.shared["d_steps"],
+        **plans[0].data_state,
+    )
+    datamodule.prepare_data()  # missing data fails here, before a logger or checkpoint is written
+    datamodule.setup("fit")  # and so does a training subset the data cannot supply
+    return datamodule
+
+
+def build_trainer(cfg: DictConfig, d_steps: int, plugins: Sequence[Any] = ()) -> L.Trainer:
+    callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c is not None]
+    if cfg.get("eval"):  # sample quality and diagnostics: callbacks too, each configured by its own group
+        callbacks.append(instantiate(cfg.eval, "eval", data_root=cfg.data.root))
+    if cfg.get("diag"):
+        callbacks.append(instantiate(cfg.diag, "diag"))
+    # The Trainer switches users know win over the callbacks that implement them.
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not cfg.trainer.get("enable_checkpointing", True):
+        callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
+    return instantiate(
+        cfg.trainer,
+        "trainer",
+        max_steps=lightning_max_steps(cfg.trainer.get("max_steps"), d_steps),
+        callbacks=callbacks,
+        logger=False,  # each member writes its own logs (MemberRun.loggers)
+        plugins=list(plugins) or None,
+    )
+
+
+def member_runs(plans: Sequence[MemberPlan]) -> list[MemberRun]:
+    """Each member's run directory, results record (written now: status running) and loggers."""
+    runs = []
+    for index, plan in enumerate(plans):
+        cfg = plan.cfg
+        record = RunResults(plan.run_dir, plan.config)
+        previous = RunResults.load(plan.run_dir) if plan.in_place else None
+        if previous:
+            record.continue_from(previous)
+        record.write()
+        loggers = [instantiate(cfg.logger, "logger")] if cfg.get("logger") else []
+        run = MemberRun(index, plan.run_dir, record, loggers)
+        run.log_config(OmegaConf.to_yaml(cfg), metric_tags(cfg, plan.member))
+        runs.append(run)
+    return runs
+
+
+def metric_tags(cfg: DictConfig, member: dict[str, Any]) -> list[str]:
+    """The scalar tags a run's evaluations log (what TensorBoard's HPARAMS tab compares runs by)."""
+    if not (cfg.get("eval") and cfg.eval.get("enabled")):
+        return []
+    prefixes = ["eval"] + (["eval_no_ema"] if member.get("g_ema") else [])
+    return [f"{prefix}/{name}" for prefix in prefixes for name in METRIC_NAMES]
+
+
+def check_pack(plans: Sequence[MemberPlan]) -> None:
+    """The settings a pack shares, checked before any member of it starts: the Trainer's values and the data."""
+    cfg = plans[0].cfg
+    d_steps = plans[0].member["d_steps"]
+    build_trainer(cfg, d_steps)
+    instantiate(cfg.data, "data", value_range=[0.0, 1.0], batches_per_iteration=d_steps).prepare_data()
+
+
+def _summary(plan: MemberPlan, results: dict[str, Any], batches: int, wall_s: float) -> dict[str, Any]:
+    summary = {
+        "run_dir": plan.run_dir,
+        "status": results["status"],
+        "iterations": results["iterations"],
+        "epochs": round(results["iterations"] / max(1, batches), 2),
+        "wall_s": round(wall_s, 1),
+        "last_checkpoint": str(Path(plan.run_dir) / LAST_CHECKPOINT),
+    }
+    if results.get("reason"):
+        summary["reason"] = results["reason"]
+    if results.get("final"):
+        summary["final_metrics"] = {k: results["final"][k] for k in METRIC_NAMES}
+    return summary
+
+
+def train_pack(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
+    """Train the plans as one population (one process, one Lightning fit); each member writes its own run
+    directory. Returns each plan's summary, in the plans' order; a member that finished before is not trained."""
+    summaries: dict[int, dict[str, Any]] = {}
+    for i, plan in enumerate(plans):
+        if plan.done is not None:
+            summaries[i] = _summary(plan, plan.done, 0, 0.0) | {"skipped": "finished before"}
+            print(f"{plan.job}: already {plan.done['status']} in {plan.run_dir}; skipped")
+    todo = [i for i, plan in enumerate(plans) if plan.done is None]
+    if todo:
+        order = [todo[j] for j in activation_order([plans[i].member for i in todo])]
+        trained = _fit([plans[i] for i in order])
+        summaries.update(zip(order, trained, strict=True))
+    return [summaries[i] for i in range(len(plans))]
+
+
+def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
+    cfg = plans[0].cfg
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    module = GANModule(members=[p.member for p in plans])
+    datamodule = build_datamodule(cfg, module, plans)
+    resuming = [p.ckpt_path for p in plans if p.ckpt_path]
+    if resuming and len(resuming) != len(plans):
+        raise ConfigError("a pack either resumes every member or none (gan.train groups them so)")
+    plugins = [PackCheckpointIO(resuming)] if resuming else []
+    trainer = build_trainer(cfg, module.shared["d_steps"], plugins)
+    torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
+    runs = member_runs(plans)
+    scalars = MemberScalars()
+    trainer.callbacks.append(scalars)
+    for callback in trainer.callbacks:
+        if isinstance(callback, MemberCallback):
+            callback.bind(runs)
+    ckpt_path = resuming[0] if resuming else None
+    start = time.perf_counter()
+    failure: str | None = None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except RunFailed:
+        pass  # every member diverged; each is recorded
+    except Exception as exc:  # noqa: BLE001 - recorded for every member still training, then reported
+        failure = f"{type(exc).__name__}: {exc}"
+        if len(plans) == 1 and not isinstance(exc, (KeyboardInterrupt,)):
+            _close(runs, module, trainer, failure)
+            raise RunFailed("failed", failure) from exc
+    _close(runs, module, trainer, failure)
+    wall = time.perf_counter() - start
+    summaries = [
+        _summary(p, r.record.data, trainer.num_training_batches, wall) for p, r in zip(plans, runs, strict=True)
+    ]
+    for summary, plan in zip(summaries, plans, strict=True):
+        _print_summary(summary, plan, len(plans))
+    if len(plans) == 1 and summaries[0]["status"] == "diverged":
+        raise RunFailed("diverged", summaries[0]["reason"])
+    return summaries
+
+
+def _close(runs: Sequence[MemberRun], module: GANModule, trainer: L.Trainer, failure: str | None) -> None:
+    """Every member's results.json says how it ended; loggers are flushed."""
+    scalars = [c for c in trainer.callbacks if isinstance(c, MemberScalars)]
+    if scalars:
+        scalars[0].on_train_batch_end(trainer, module)  # divergences found in the last step
+    for run in runs:
+        if run.record.data["status"] == "running":
+            if failure is not None:
+                run.record.finish("failed", module.iteration, failure)
+            else:
+                run.record.finish("interrupted" if trainer.interrupted else "finished", module.iteration)
+        for logger in run.loggers:
+            logger.finalize("success" if failure is None else "failed")
+
+
+def _print_summary(summary: dict[str, Any], plan: MemberPlan, pack_size: int) -> None:
+    scores = ""
+    if summary.get("final_metrics"):
+        scores = " " + ", ".join(f"{k}={v:.3g}" for k, v in summary["final_metrics"].items()) + "."
+    where = f" (member of a pack of {pack_size})" if pack_size > 1 else ""
+    status = "Done" if summary["status"] == "finished" else summary["status"].capitalize()
+    print(
+        f"{status}: {summary['iterations']} iterations ({summary['epochs']} epochs) in {summary['wall_s']} s{where}."
+        f"{scores} Run directory: {summary['run_dir']}  (tensorboard --logdir {summary['run_dir']})"
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one GAN as configured (a population of one); returns a short summary (also printed)."""
+    return train_pack([prepare(cfg)])[0]
