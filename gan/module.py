@@ -309,6 +309,7 @@ class GANModule(L.LightningModule):
         self.gp_members = [k for k, m in enumerate(members) if self.losses.gradient_penalty[k] and m["gp_weight"] > 0]
         self.noisy_members = [k for k, m in enumerate(members) if m["instance_noise"] > 0]
         self._constants: dict[tuple, torch.Tensor] = {}
+        self.run_configs: list[dict[str, Any]] | None = None  # each member's composed config, set by gan.training
         self._ema_started: bool | None = None  # read from the update counter once (it survives a resume)
         self.streams: MemberStreams | None = None
         self._saved_streams: Mapping[str, Any] | None = None
@@ -637,7 +638,10 @@ class GANModule(L.LightningModule):
 
     # ----------------------------------------------------------------- exact resume
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep each member's random stream so that a resumed run draws the same numbers as an uninterrupted one."""
+        """Keep each member's random stream so that a resumed run draws the same numbers as an uninterrupted one,
+        and each member's composed config (``run_configs``: what a resume compares its invariants against)."""
+        if self.run_configs is not None:
+            checkpoint["run_configs"] = list(self.run_configs)
         if self.streams is not None:
             state = self.streams.state()
             checkpoint["gan_rng"] = {"device": state["device"], "members": [s.cpu() for s in state["states"]]}

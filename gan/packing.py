@@ -50,7 +50,7 @@ MEMBER_CONFIG_KEYS = (
 )
 DATAMODULE_KEY = "MNISTDataModule"
 # Checkpoint entries that hold one part per member; every other entry (loops, epoch, step, ...) the pack shares.
-PER_MEMBER_ENTRIES = ("state_dict", "hyper_parameters", "optimizer_states", DATAMODULE_KEY, "gan_rng")
+PER_MEMBER_ENTRIES = ("state_dict", "hyper_parameters", "optimizer_states", DATAMODULE_KEY, "gan_rng", "run_configs")
 
 
 def _drop(config: dict[str, Any], dotted: str) -> None:
@@ -151,6 +151,8 @@ def member_checkpoint(pack: Mapping[str, Any], k: int) -> dict[str, Any]:
         out[DATAMODULE_KEY] = {**data, "shuffle_rng": [data["shuffle_rng"][k]]}
     if "gan_rng" in pack:
         out["gan_rng"] = {**pack["gan_rng"], "members": [pack["gan_rng"]["members"][k]]}
+    if "run_configs" in pack:
+        out["run_configs"] = [pack["run_configs"][k]]
     return out
 
 
@@ -174,6 +176,8 @@ def merge_checkpoints(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         }
     if "gan_rng" in first:
         out["gan_rng"] = {**first["gan_rng"], "members": [s for m in members for s in m["gan_rng"]["members"]]}
+    if all("run_configs" in m for m in members):
+        out["run_configs"] = [c for m in members for c in m["run_configs"]]
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,11 @@ from gan.metrics import METRIC_NAMES
 from gan.module import GANModule
 from gan.packing import DATAMODULE_KEY, activation_order, merge_checkpoints
 from gan.rundir import MemberRun, RunResults
-from gan.schema import check_schema
+from gan.schema import TrainConfig, check_schema
 
-MODEL_OVERRIDE_PREFIXES = ("model.", "model=", "activation=", "act=", "stability=", "data.augment")
-# The data settings that define what a run trains on (resume keeps them, like the model).
-DATA_SUBSET_KEYS = ("train_size", "subset_seed")
-DATA_OVERRIDE_PREFIXES = tuple(f"data.{k}" for k in DATA_SUBSET_KEYS) + ("data=", "stability=")
+# What a resumed run keeps from its checkpoint: what the run is (its model, the data it trains on and how D sees
+# it), not where or how long it runs. Compared key by key with the checkpoint's composed config.
+RESUME_INVARIANTS = ("model", "act", "data.augment", "data.train_size", "data.subset_seed")
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
@@ -50,11 +49,18 @@ def lightning_max_steps(max_steps: int | None, d_steps: int) -> int:
     return int(max_steps) * (int(d_steps) + 1)
 
 
-def _explicit_overrides(prefixes: tuple[str, ...]) -> list[str]:
-    """The command-line overrides that start with one of ``prefixes``."""
+def _command_line() -> tuple[list[str], list[str]]:
+    """(the config keys, the config groups) that this job's command-line overrides set, as Hydra's own override
+    parser reads them (a group is a key Hydra composed a choice for, e.g. ``activation`` or ``stability``)."""
     if not HydraConfig.initialized():
-        return []
-    return [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith(prefixes)]
+        return [], []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    choices = HydraConfig.get().runtime.choices
+    keys = [o.key_or_group for o in overrides if o.key_or_group not in choices]
+    groups = [o.input_line for o in overrides if o.key_or_group in choices and not o.key_or_group.startswith("hydra")]
+    return keys, groups
 
 
 def in_multirun() -> bool:
@@ -101,58 +107,69 @@ class MemberPlan:
     in_place: bool = False  # a study resumed in its own folder (keeps its results so far)
     done: dict[str, Any] | None = None  # the results of a member that already finished: nothing to train
     resume_step: int | None = None
-    data_state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cfg(self) -> DictConfig:
         return OmegaConf.create(self.config)
 
 
-def keep_checkpoint_settings(
-    cfg: DictConfig, group: str, saved: dict[str, Any], asked: dict[str, Any], prefixes: tuple[str, ...], what: str
-) -> None:
-    """A resumed run keeps the checkpoint's ``what``: command-line overrides asking for other values are refused."""
-    changed = {k: (saved.get(k), v) for k, v in asked.items() if saved.get(k) != v}
-    explicit = _explicit_overrides(prefixes)
-    if changed and explicit:
-        diffs = "; ".join(f"{group}.{k}: checkpoint {old!r}, asked {new!r}" for k, (old, new) in changed.items())
+def _leaves(value: Any, prefix: str) -> dict[str, Any]:
+    """A nested config entry as {dotted key: leaf value}."""
+    if isinstance(value, dict) and value:
+        return {k: v for key, sub in value.items() for k, v in _leaves(sub, f"{prefix}.{key}").items()}
+    return {prefix: value}
+
+
+def saved_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The composed config a checkpoint ran with (checkpoints from before it was stored: rebuilt from its member
+    hyperparameters and the data module's training subset)."""
+    if ckpt.get("run_configs"):
+        return ckpt["run_configs"][0]
+    member = dict(ckpt["hyper_parameters"]["members"][0])
+    data = {"augment": member.pop("augment", None), **(ckpt.get(DATAMODULE_KEY, {}).get("subset") or {})}
+    member.pop("seed", None)
+    return {"model": member, "data": data}
+
+
+def resume_invariants(cfg: DictConfig, ckpt: dict[str, Any]) -> int:
+    """Make ``cfg`` keep what its checkpoint ran with (``RESUME_INVARIANTS``), so that its logged config and
+    results.json say what it really uses; returns the checkpoint's step. A command-line override asking for another
+    value of one of them is refused: a key set on the command line (or one below or above it), or a value away
+    from the schema's default while a config group is chosen there (a group sets many keys at once)."""
+    saved = saved_config(ckpt)
+    asked = OmegaConf.to_container(cfg, resolve=True)
+    keys, groups = _command_line()
+    defaults = OmegaConf.structured(TrainConfig)
+    conflicts: list[str] = []
+    asked_by: list[str] = []
+    with open_dict(cfg):
+        for invariant in RESUME_INVARIANTS:
+            head, _, leaf = invariant.partition(".")
+            old = saved.get(head, {}).get(leaf, _MISSING) if leaf else saved.get(head, _MISSING)
+            if old is _MISSING:
+                continue  # a checkpoint from before the key existed: keeps what this run composes
+            new = asked.get(head, {}).get(leaf) if leaf else asked.get(head)
+            new_leaves = _leaves(new, invariant)
+            for key, before in sorted(_leaves(old, invariant).items()):  # what the checkpoint knows
+                now = new_leaves.get(key)
+                by = [k for k in keys if k == key or key.startswith(k + ".") or k.startswith(key + ".")]
+                if now != OmegaConf.select(defaults, key, default=None):  # a group's choice, not the default
+                    by += groups
+                if before != now and by:
+                    conflicts.append(f"{key}: checkpoint {before!r}, asked {now!r}")
+                    asked_by.extend(o for o in by if o not in asked_by)
+            for key, value in old.items() if isinstance(old, dict) else [("", old)]:
+                OmegaConf.update(cfg, f"{invariant}.{key}" if key else invariant, value, merge=False, force_add=True)
+    if conflicts:
         raise ConfigError(
-            f"Cannot resume {cfg.ckpt_path} with a different {what} ({' '.join(explicit)}): {diffs}. A resumed run "
-            f"keeps the checkpoint's {what}; drop those overrides, or start a new run without ckpt_path."
+            f"Cannot resume {cfg.ckpt_path} with a different model or training data (asked by {', '.join(asked_by)}): "
+            f"{'; '.join(conflicts)}. A resumed run keeps its checkpoint's {', '.join(RESUME_INVARIANTS)}; drop "
+            f"those overrides, or start a new run without ckpt_path."
         )
+    return int(ckpt.get("global_step", 0))
 
 
-def _adopt(node: DictConfig, values: dict[str, Any]) -> None:
-    """Write what a resumed run really uses back into its config, so that the logged config and results.json say it."""
-    with open_dict(node):
-        for key, value in values.items():
-            node[key] = value
-
-
-def resume_settings(cfg: DictConfig, member: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """(member hyperparameters, data subset, step) of the checkpoint ``cfg.ckpt_path``: a resumed run keeps its
-    model and training data; explicit overrides asking for others are refused. ``cfg`` records what it uses."""
-    ckpt = read_checkpoint(cfg.ckpt_path)
-    saved = dict(ckpt["hyper_parameters"]["members"][0])
-    asked_model = {k: v for k, v in member.items() if k not in ("seed", "augment")}
-    keep_checkpoint_settings(cfg, "model", saved, asked_model, MODEL_OVERRIDE_PREFIXES, "model")
-    keep_checkpoint_settings(
-        cfg,
-        "data",
-        {"augment": saved["augment"]},
-        {"augment": member["augment"]},
-        MODEL_OVERRIDE_PREFIXES,
-        "augmentation",
-    )
-    _adopt(cfg.model, {k: v for k, v in saved.items() if k not in ("seed", "augment")})
-    _adopt(cfg.data, {"augment": saved["augment"]})
-    subset = ckpt.get(DATAMODULE_KEY, {}).get("subset")
-    if subset is not None:
-        asked = {k: cfg.data.get(k) for k in DATA_SUBSET_KEYS}
-        keep_checkpoint_settings(cfg, "data", subset, asked, DATA_OVERRIDE_PREFIXES, "training subset")
-        _adopt(cfg.data, subset)
-    saved["seed"] = member["seed"]  # the streams continue from the checkpoint; the seed names the run
-    return saved, dict(subset or {}), int(ckpt.get("global_step", 0))
+_MISSING = object()
 
 
 def _study_resume(cfg: DictConfig) -> tuple[str | None, dict[str, Any] | None]:
@@ -187,11 +204,8 @@ def prepare(cfg: DictConfig) -> MemberPlan:
         cfg.run_dir = str(Path(cfg.run_dir).resolve())
         if resume_from:
             cfg.ckpt_path = resume_from
-    member = member_config(cfg)
-    data_state: dict[str, Any] = {}
-    step = None
-    if cfg.ckpt_path:
-        member, data_state, step = resume_settings(cfg, member)
+    step = resume_invariants(cfg, read_checkpoint(cfg.ckpt_path)) if cfg.ckpt_path else None
+    member = member_config(cfg)  # the seed names the run; its streams continue from the checkpoint
     # The data module's own checks (batch size, training subset size) run now; the files are read per pack.
     instantiate(cfg.data, "data", value_range=[0.0, 1.0], batches_per_iteration=member["d_steps"])
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -204,7 +218,6 @@ def prepare(cfg: DictConfig) -> MemberPlan:
         in_place=bool(resume_from),
         done=done,
         resume_step=step,
-        data_state=data_state,
     )
 
 
@@ -229,7 +242,6 @@ def build_datamodule(cfg: DictConfig, module: GANModule, plans: Sequence[MemberP
         seed=[int(p.config["data"]["seed"]) for p in plans],
         value_range=[list(r) for r in module.data_ranges],
         batches_per_iteration=module.shared["d_steps"],
-        **plans[0].data_state,
     )
     datamodule.prepare_data()  # missing data fails here, before a logger or checkpoint is written
     datamodule.setup("fit")  # and so does a training subset the data cannot supply
@@ -326,6 +338,7 @@ def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
     cfg = plans[0].cfg
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = GANModule(members=[p.member for p in plans])
+    module.run_configs = [p.config for p in plans]
     datamodule = build_datamodule(cfg, module, plans)
     resuming = [p.ckpt_path for p in plans if p.ckpt_path]
     if resuming and len(resuming) != len(plans):

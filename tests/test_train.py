@@ -1,5 +1,7 @@
 """End-to-end runs of gan.train on tiny real IDX files: run directory, step meaning, determinism, resume, CLI."""
 
+import json
+
 import pytest
 import torch
 
@@ -206,3 +208,31 @@ def test_a_sweep_goes_on_after_a_diverging_and_a_bad_job(tmp_path, tiny_mnist):
         statuses[key] = json.loads(results.read_text())["status"] if results.exists() else None
     assert statuses == {(False, False): "finished", (True, False): "diverged", (False, True): None, (True, True): None}
     assert "error: Unknown activation 'nope' for model.d_act" in proc.stderr and "run diverged" in proc.stderr
+
+
+def test_resume_compares_the_checkpoints_own_config(tmp_path, tiny_mnist):
+    """The checkpoint stores the config it ran with; a resume keeps its invariants, refuses a group choice that
+    changes them, and reads a checkpoint written before configs were stored as well."""
+    _, first = run(tmp_path, "first", tiny_mnist, "activation=same", "act=tanh", "data.augment=translation")
+    ckpt_path = first / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    saved = ckpt["run_configs"][0]
+    assert (saved["model"]["g_act"], saved["act"], saved["data"]["augment"]) == ("tanh", "tanh", "translation")
+    with pytest.raises(ConfigError, match=r"asked by stability=r1\): model.r1_weight: checkpoint 0.0, asked 10.0\. A"):
+        run(tmp_path, "r1", tiny_mnist, f"ckpt_path={ckpt_path}", "stability=r1", "trainer.max_epochs=2")
+    del ckpt["run_configs"]  # as written before this version
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(ckpt, legacy)
+    # the legacy checkpoint's augmentation comes back from its member hyperparameters, in their list form
+    for name, path, augment in (("resumed", ckpt_path, "translation"), ("legacy", legacy, ["translation"])):
+        _, resumed = run(tmp_path, name, tiny_mnist, f"ckpt_path={path}", "trainer.max_epochs=2")
+        config = json.loads((resumed / "results.json").read_text())["config"]
+        assert (config["model"]["g_act"], config["model"]["d_act"], config["data"]["augment"]) == (
+            "tanh",
+            "tanh",
+            augment,
+        )
+    assert torch.equal(
+        weights(tmp_path / "resumed")["generator.net.fc1.weight"],
+        weights(tmp_path / "legacy")["generator.net.fc1.weight"],
+    )
