@@ -24,7 +24,9 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unreadable or foreign file -> one clear message
-        raise CheckpointError(f"{what}={str(path)!r} is not a readable checkpoint of this lab: {exc}") from exc
+        raise CheckpointError(
+            f"{what}={str(path)!r} is not a readable checkpoint of this lab ({type(exc).__name__}: {exc})."
+        ) from exc
     if not isinstance(ckpt, dict) or "members" not in ckpt.get("hyper_parameters", {}):
         raise CheckpointError(
             f"{what}={str(path)!r} was not written by this lab's gan.train (no member hyperparameters)."
@@ -35,12 +37,26 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]
 
 
 def load_generator(ckpt_path: str | Path, device: str = "cpu") -> GANModule:
-    """The trained GANModule (G, D, data range) from a gan.train checkpoint, in eval mode."""
+    """The trained GANModule (G, D, data range) from a gan.train checkpoint, in eval mode. A missing, unreadable or
+    foreign file is refused with one ``CheckpointError`` (``read_checkpoint``), never a traceback."""
     path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"ckpt_path={str(ckpt_path)!r}: no such checkpoint file (looked at {path.resolve()}).")
-    module = GANModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+    read_checkpoint(path)
+    try:
+        module = GANModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a lab checkpoint that does not rebuild -> one clear message
+        raise CheckpointError(f"ckpt_path={str(ckpt_path)!r} does not rebuild a generator of this lab: {exc}") from exc
     return module.eval()
+
+
+def finite_samples(samples: torch.Tensor, ckpt_path: str | Path) -> torch.Tensor:
+    """``samples``, refused when any is NaN or infinite: such a generator diverged, and neither an image file nor a
+    metric of it means anything (the Frechet distance of NaN features can even crash)."""
+    if not bool(torch.isfinite(samples).all()):
+        raise CheckpointError(
+            f"The generator in {ckpt_path} produces non-finite samples (NaN or inf): its run diverged before this "
+            f"checkpoint was written. Use an earlier one (checkpoints/best-fid.ckpt or checkpoints/epochNNNN.ckpt)."
+        )
+    return samples
 
 
 def checked_ema(module: GANModule, cfg: DictConfig) -> bool | None:

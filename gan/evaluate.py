@@ -12,7 +12,7 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-from gan.checkpoints import checked_ema, load_generator
+from gan.checkpoints import checked_ema, finite_samples, load_generator
 from gan.errors import ConfigError, exits_on_error
 from gan.evaluator import load_evaluator
 from gan.metrics import score_samples
@@ -26,7 +26,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     evaluator = load_evaluator(cfg.data.root, min_accuracy=float(cfg.min_evaluator_accuracy))
     start = time.perf_counter()
     ema = checked_ema(module, cfg)
-    samples = draw(module, int(cfg.num_samples), int(cfg.seed), ema=ema)
+    samples = finite_samples(draw(module, int(cfg.num_samples), int(cfg.seed), ema=ema), cfg.ckpt_path)
     metrics = score_samples(evaluator, samples, module.data_range)
     result = {
         **{k: round(v, 5) for k, v in metrics.items()},

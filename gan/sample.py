@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
-from gan.checkpoints import checked_ema, load_generator
+from gan.checkpoints import checked_ema, finite_samples, load_generator
 from gan.errors import ConfigError, exits_on_error
 from gan.sample_quality import draw
 
@@ -24,7 +24,9 @@ def run(cfg: DictConfig) -> dict[str, str]:
     if cfg.device not in ("cpu", "cuda"):
         raise ConfigError(f"device={cfg.device!r} is not valid; valid choices: cpu, cuda.")
     module = load_generator(cfg.ckpt_path, cfg.device)
-    samples = draw(module, int(cfg.num_samples), int(cfg.seed), ema=checked_ema(module, cfg))
+    samples = finite_samples(
+        draw(module, int(cfg.num_samples), int(cfg.seed), ema=checked_ema(module, cfg)), cfg.ckpt_path
+    )
     written: dict[str, str] = {}
     if cfg.out:
         save_image(module.to_unit_images(samples), cfg.out, nrow=int(cfg.nrow), padding=2, pad_value=0.5)

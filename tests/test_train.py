@@ -236,3 +236,27 @@ def test_resume_compares_the_checkpoints_own_config(tmp_path, tiny_mnist):
         weights(tmp_path / "resumed")["generator.net.fc1.weight"],
         weights(tmp_path / "legacy")["generator.net.fc1.weight"],
     )
+
+
+def test_sampling_refuses_a_diverged_or_foreign_checkpoint(tmp_path, tiny_mnist):
+    """gan.sample (and gan.evaluate, through the same checks) never writes NaN samples or shows a traceback."""
+    from omegaconf import OmegaConf
+
+    from gan import sample
+
+    _, first = run(tmp_path, "first", tiny_mnist)
+    ckpt = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["state_dict"]["generator.net.out.weight"][0, 0, 0] = float("nan")
+    diverged = tmp_path / "diverged.ckpt"
+    torch.save(ckpt, diverged)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    args = {"num_samples": 4, "nrow": 2, "npy": None, "seed": 0, "device": "cpu", "ema": None}
+    for path, message in ((diverged, "produces non-finite samples"), (garbage, "not a readable checkpoint")):
+        out = tmp_path / f"{path.stem}.png"
+        with pytest.raises(CheckpointError, match=message):
+            sample.run(OmegaConf.create({**args, "ckpt_path": str(path), "out": str(out)}))
+        assert not out.exists()
+    good = tmp_path / "good.png"
+    sample.run(OmegaConf.create({**args, "ckpt_path": str(first / "checkpoints" / "last.ckpt"), "out": str(good)}))
+    assert good.is_file()
