@@ -5,7 +5,9 @@ still-running sweeps) and writes into SWEEP_DIR:
 
 - ``results.csv``: one row per run: its overrides, seed, status, final and best metrics, iterations, wall time;
 - ``report.md``: per configuration (the overrides that vary, seed aside) the mean +- std (n) of each final metric
-  over seeds, ranked by fid, diverged and failed runs counted, the best and worst configurations named;
+  over seeds, ranked by fid, with the fid's bootstrap 95% interval, whether it is tied with the best (intervals
+  overlap) and the p-value of a Mann-Whitney U test against the best; diverged and failed runs counted, the best
+  and worst configurations named, configurations with fewer than 3 scored seeds flagged;
 - ``fid_heatmap.png``: mean final fid per (model.g_act, model.d_act) cell, when the sweep varies both;
 - ``curves.png``: fid and losses over training per configuration, mean over seeds with a min-max band;
 - ``samples.png``: the latest sample grid of one run per configuration, side by side.
@@ -27,6 +29,7 @@ from omegaconf import OmegaConf
 
 from gan.metrics import METRIC_NAMES
 from gan.rundir import RESULTS_NAME, RunResults
+from gan.seed_stats import MIN_SEEDS, bootstrap_interval, overlaps, rank_test
 
 HEATMAP_AXES = ("model.g_act", "model.d_act")
 
@@ -106,8 +109,15 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
         }
         for metric in METRIC_NAMES:
             row[metric] = _mean_std([s[metric] for s in scored])
+        row["fid_values"] = [s["fid"] for s in scored]
+        row["fid_ci"] = bootstrap_interval(row["fid_values"])
         rows.append(row)
     rows.sort(key=lambda r: (math.isnan(r["fid"][0]), r["fid"][0]))
+    best = next((r for r in rows if r["fid"][2] > 0), None)
+    for row in rows:
+        is_best, scored_row = row is best, row["fid"][2] > 0
+        row["tied_with_best"] = is_best or bool(best and scored_row and overlaps(row["fid_ci"], best["fid_ci"]))
+        row["p_vs_best"] = rank_test(best["fid_values"], row["fid_values"]) if best and not is_best else math.nan
     return rows
 
 
@@ -142,6 +152,25 @@ def _fmt(stat: tuple[float, float, int]) -> str:
     return "n/a" if n == 0 else f"{mean:.3g} ± {std:.2g} ({n})"
 
 
+def _fmt_interval(row: dict[str, Any]) -> str:
+    """The fid cell: mean [bootstrap 95% interval] (seeds scored), flagged when fewer than MIN_SEEDS."""
+    mean, _, n = row["fid"]
+    if n == 0:
+        return "n/a"
+    lo, hi = row["fid_ci"]
+    interval = f" [{lo:.3g}, {hi:.3g}]" if not math.isnan(lo) else ""
+    return f"{mean:.3g}{interval} ({n}){' †' if n < MIN_SEEDS else ''}"
+
+
+def _fmt_versus_best(row: dict[str, Any], rank: int) -> list[str]:
+    if row["fid"][2] == 0:
+        return ["", ""]
+    if math.isnan(row["p_vs_best"]) and row["tied_with_best"] and rank == 1:
+        return ["best", ""]
+    p = "" if math.isnan(row["p_vs_best"]) else f"{row['p_vs_best']:.2g}"
+    return ["tied" if row["tied_with_best"] else "worse", p]
+
+
 def write_markdown(sweep: Path, runs: Sequence[Run], rows: Sequence[dict[str, Any]], plots: Sequence[str]) -> str:
     statuses: dict[str, int] = defaultdict(int)
     for run in runs:
@@ -150,15 +179,25 @@ def write_markdown(sweep: Path, runs: Sequence[Run], rows: Sequence[dict[str, An
         f"# Sweep report: {sweep}",
         "",
         f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ".",
-        "Final metrics (the last evaluation of each run; a running run counts with its latest), mean ± std (n runs "
-        "scored) over seeds, ranked by fid (lower is better; higher is better for is, modes, precision, recall).",
+        "Final metrics (the last evaluation of each run; a running run counts with its latest) over seeds, ranked "
+        "by fid (lower is better; higher is better for is, modes, precision, recall). fid: mean [bootstrap 95% "
+        "interval of the mean] (runs scored); the others: mean ± std (runs scored). vs best: tied when the "
+        "intervals overlap; p: two-sided Mann-Whitney U test of the fids against the best's.",
         "",
-        "| rank | configuration | runs | diverged | failed | " + " | ".join(METRIC_NAMES) + " |",
-        "|---|---|---|---|---|" + "---|" * len(METRIC_NAMES),
+        "| rank | configuration | runs | diverged | failed | fid | vs best | p | "
+        + " | ".join(m for m in METRIC_NAMES if m != "fid")
+        + " |",
+        "|---|---|---|---|---|---|---|---|" + "---|" * (len(METRIC_NAMES) - 1),
     ]
     for i, row in enumerate(rows, 1):
         cells = [str(i), row["config"], str(row["runs"]), str(row["diverged"]), str(row["failed"])]
-        lines.append("| " + " | ".join(cells + [_fmt(row[m]) for m in METRIC_NAMES]) + " |")
+        cells += [_fmt_interval(row), *_fmt_versus_best(row, i)]
+        lines.append("| " + " | ".join(cells + [_fmt(row[m]) for m in METRIC_NAMES if m != "fid"]) + " |")
+    if any(0 < r["fid"][2] < MIN_SEEDS for r in rows):
+        lines += ["", f"† fewer than {MIN_SEEDS} seeds scored: its interval and test say little; run more seeds."]
+    tied = [r["config"] for r in rows[1:] if r["tied_with_best"] and r["fid"][2] > 0]
+    if tied:
+        lines += ["", f"Not distinguishable from the best at these seeds (intervals overlap): {', '.join(tied)}."]
     scored = [r for r in rows if r["fid"][2] > 0]
     if scored:
         lines += [
@@ -205,6 +244,8 @@ def plot_heatmap(rows: Sequence[dict[str, Any]], path: Path) -> bool:
 def _loss_series(run: Run, tag: str) -> list[tuple[int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    if not (run.path / "tensorboard").is_dir():  # a run without TensorBoard logs (~logger) has no loss curves
+        return []
     acc = EventAccumulator(str(run.path / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
     return [(e.step, e.value) for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []

@@ -1,0 +1,59 @@
+"""How sure a sweep's ranking is, over seeds: bootstrap intervals of a configuration's mean and a rank test
+between two configurations (SciPy's implementations; SciPy is a dependency for these two).
+
+With the 2 to 5 seeds a study can afford, an interval is wide and a test weak: a Mann-Whitney U test of 3 seeds
+against 3 cannot reach p < 0.1. The report says so rather than rank neighbours it cannot tell apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 9999
+MIN_SEEDS = 3  # below this, a configuration's interval and test are flagged in the report
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def bootstrap_interval(values: Sequence[float | None], level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (non-finite ones left out); (nan, nan) for fewer
+    than two values, (v, v) when they are all equal. Seeded: the same values give the same interval."""
+    from scipy.stats import bootstrap
+
+    finite = _finite(values)
+    if len(finite) < 2:
+        return math.nan, math.nan
+    if max(finite) == min(finite):
+        return finite[0], finite[0]
+    result = bootstrap(
+        (np.asarray(finite),),
+        np.mean,
+        confidence_level=level,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def rank_test(a: Sequence[float | None], b: Sequence[float | None]) -> float:
+    """Two-sided p-value of a Mann-Whitney U test between two configurations' values (exact for small samples
+    without ties); nan when either has fewer than two values."""
+    from scipy.stats import mannwhitneyu
+
+    x, y = _finite(a), _finite(b)
+    if len(x) < 2 or len(y) < 2:
+        return math.nan
+    return float(mannwhitneyu(x, y, alternative="two-sided", method="auto").pvalue)
+
+
+def overlaps(first: tuple[float, float], second: tuple[float, float]) -> bool:
+    """Whether two intervals share a point (a nan bound: unknown, counted as overlapping)."""
+    if any(math.isnan(v) for v in (*first, *second)):
+        return True
+    return first[0] <= second[1] and second[0] <= first[1]

@@ -1,0 +1,121 @@
+"""Intervals and rank tests over seeds, against direct computations; and the report that shows them."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gan.report import report
+from gan.seed_stats import bootstrap_interval, overlaps, rank_test
+
+
+def exact_bootstrap_percentiles(values, level=0.95):
+    """The percentile interval of the mean over every equally likely resample (n^n of them)."""
+    means = sorted(np.mean(s) for s in itertools.product(values, repeat=len(values)))
+    tail = (1 - level) / 2
+    return np.quantile(means, tail), np.quantile(means, 1 - tail)
+
+
+def exact_u_p_value(a, b):
+    """Two-sided exact Mann-Whitney p: the share of all splits of the pooled values whose U is as extreme."""
+    pooled = a + b
+
+    def u(x, y):
+        return sum((xi > yi) + 0.5 * (xi == yi) for xi in x for yi in y)
+
+    observed = abs(u(a, b) - len(a) * len(b) / 2)
+    splits = list(itertools.combinations(range(len(pooled)), len(a)))
+    extreme = 0
+    for idx in splits:
+        x = [pooled[i] for i in idx]
+        y = [pooled[i] for i in range(len(pooled)) if i not in idx]
+        extreme += abs(u(x, y) - len(a) * len(b) / 2) >= observed - 1e-12
+    return extreme / len(splits)
+
+
+@pytest.mark.parametrize("values", [[10.0, 12.0, 15.0, 30.0], [3.1, 3.5, 3.6, 4.0, 9.0]])
+def test_bootstrap_interval_matches_the_exact_bootstrap_distribution(values):
+    lo, hi = bootstrap_interval(values)
+    exact_lo, exact_hi = exact_bootstrap_percentiles(values)
+    spread = max(values) - min(values)
+    assert lo == pytest.approx(exact_lo, abs=0.05 * spread) and hi == pytest.approx(exact_hi, abs=0.05 * spread)
+    assert lo <= np.mean(values) <= hi
+    assert bootstrap_interval(values) == (lo, hi)  # seeded
+
+
+def test_bootstrap_interval_edge_cases():
+    assert all(math.isnan(v) for v in bootstrap_interval([5.0]))
+    assert bootstrap_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert bootstrap_interval([1.0, float("nan"), 3.0])[0] >= 1.0  # non-finite values are left out
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]),
+        ([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]),
+        ([1.0, 5.0, 3.0], [2.0, 6.0, 4.0]),
+    ],
+)
+def test_rank_test_is_the_exact_mann_whitney_p(a, b):
+    assert rank_test(a, b) == pytest.approx(exact_u_p_value(a, b))
+
+
+def test_three_seeds_against_three_cannot_be_told_apart_at_5_percent():
+    assert rank_test([1.0, 2.0, 3.0], [100.0, 200.0, 300.0]) == pytest.approx(0.1)
+    assert math.isnan(rank_test([1.0], [2.0, 3.0]))
+
+
+def test_overlaps():
+    assert overlaps((1, 3), (2, 5)) and overlaps((1, 3), (3, 4)) and not overlaps((1, 2), (2.5, 4))
+    assert overlaps((math.nan, math.nan), (1, 2))
+
+
+def _write_run(sweep, name, overrides, fid):
+    run = sweep / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    final = {
+        "fid": fid,
+        "is": 1.0,
+        "modes": 10.0,
+        "kl_uniform": 0.1,
+        "precision": 0.5,
+        "recall": 0.5,
+        "iteration": 10,
+        "epochs": 1.0,
+    }
+    record = {
+        "status": "finished",
+        "seed": int(overrides[-1].split("=")[1]),
+        "config": {},
+        "iterations": 10,
+        "wall_s": 1.0,
+        "evaluations": [final],
+        "best": final,
+        "final": final,
+    }
+    (run / "results.json").write_text(json.dumps(record))
+
+
+def test_the_report_ranks_with_intervals_ties_and_p_values(tmp_path):
+    sweep = tmp_path / "sweep"
+    fids = {"elu": [10.0, 11.0, 12.0], "tanh": [11.5, 13.0, 14.0], "relu": [90.0, 95.0, 99.0], "gelu": [20.0, 21.0]}
+    for act, values in fids.items():
+        for seed, fid in enumerate(values):
+            _write_run(sweep, f"{act}_{seed}", [f"model.g_act={act}", f"seed={seed}"], fid)
+    report(sweep)
+    text = (sweep / "report.md").read_text()
+    rows = {
+        line.split(" | ")[1]: line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "=" in line
+    }
+    best = rows["model.g_act=elu"]
+    lo, hi = bootstrap_interval(fids["elu"])
+    assert best[5] == f"11 [{lo:.3g}, {hi:.3g}] (3)" and best[6] == "best"
+    assert rows["model.g_act=tanh"][6] == "tied"  # its interval reaches into elu's
+    assert rows["model.g_act=relu"][6] == "worse"
+    assert rows["model.g_act=relu"][7] == f"{exact_u_p_value(fids['elu'], fids['relu']):.2g}"
+    assert rows["model.g_act=gelu"][5].endswith("(2) †") and "fewer than 3 seeds" in text
+    assert "Not distinguishable from the best at these seeds (intervals overlap): model.g_act=tanh" in text
