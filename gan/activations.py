@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from gan.errors import ConfigError
@@ -67,6 +68,12 @@ def _valid_params(spec: ActivationSpec) -> list[str]:
     return [p for p in inspect.signature(spec.factory).parameters if p not in ("inplace", "self")]
 
 
+def _defaults(spec: ActivationSpec) -> dict[str, Any]:
+    """Each parameter of an activation with its default (what a message offers as the valid form)."""
+    signature = inspect.signature(spec.factory).parameters
+    return {p: signature[p].default for p in _valid_params(spec)}
+
+
 def check_activation(name: str, params: Mapping[str, Any] | None = None, where: str = "activation") -> None:
     """Raise ConfigError naming the bad value and the valid choices; build nothing."""
     spec = _spec(name, where)
@@ -77,6 +84,16 @@ def check_activation(name: str, params: Mapping[str, Any] | None = None, where: 
                 f"Unknown parameter {key!r} for activation {name!r} (model.act_params.{name}). "
                 f"Valid parameters: {', '.join(valid) or 'none'}."
             )
+    try:  # the values too: the module is built and applied once, as a network would
+        module = spec.factory(**dict(params or {}))
+        module(torch.linspace(-2, 2, 2 * getattr(module, "num_parameters", 1)).view(2, -1))
+        spec.bounds(dict(params or {}))
+    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
+        raise ConfigError(
+            f"model.act_params.{name}={dict(params or {})} is not valid for {name!r} ({where}): "
+            f"{str(exc).rstrip('.')}. "
+            f"Its parameters are {', '.join(f'{p}={d}' for p, d in _defaults(spec).items()) or 'none'}."
+        ) from None
 
 
 def build_activation(name: str, params: Mapping[str, Any] | None = None, where: str = "activation") -> nn.Module:

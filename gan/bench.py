@@ -28,8 +28,10 @@ from typing import Any
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from gan.activations import build_activation
@@ -158,6 +160,16 @@ class Timer(Callback):
 
 
 def bench_config(data_root: str, run_dir: str, accelerator: str, overrides: Sequence[str]) -> DictConfig:
+    """The timed config: gan.train's, composed with the bench's settings and the user's overrides (a bad override
+    is a ConfigError naming it, as in gan.train)."""
+    try:
+        return _compose_bench(data_root, run_dir, accelerator, overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = f": {str(exc.__cause__).splitlines()[0]}" if exc.__cause__ else ""
+        raise ConfigError(f"gan.bench overrides {' '.join(overrides) or '(none)'}: {exc}{cause}") from None
+
+
+def _compose_bench(data_root: str, run_dir: str, accelerator: str, overrides: Sequence[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(
             "train",
@@ -221,8 +233,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.batch_size=128")
     args = parser.parse_args(argv)
-    if args.members < 1 or args.iters < 1 or args.rounds < 1 or args.warmup < 1:
-        parser.error("--members, --iters, --rounds and --warmup must be positive")
+    if min(args.members, args.iters, args.rounds, args.warmup, args.sequential, args.pack_iters or 1) < 1:
+        parser.error("--members, --iters, --pack-iters, --rounds, --warmup and --sequential must be positive")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but this machine has no usable CUDA GPU; use --device cpu")
     device = torch.device(args.device)
     pack_iters = args.pack_iters or max(20, args.iters // args.members)
 

@@ -7,6 +7,8 @@ write into every member's folder what a run alone writes there. ``gan.train`` bi
 
 from __future__ import annotations
 
+import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid, save_image
 
+from gan.errors import Interrupted, check_count
 from gan.packing import member_checkpoint
 from gan.rundir import MemberRun, atomic_write
 
@@ -29,7 +33,9 @@ class MemberCallback(Callback):
         self.runs = list(runs)
 
     def live(self, pl_module: L.LightningModule) -> list[MemberRun]:
-        """The members still training (a diverged member's folder keeps what it had when it diverged)."""
+        """The members still training, with the non-finite flags read first (a diverged member's folder keeps what
+        it had when it diverged: nothing of it is saved or scored after its loss went NaN)."""
+        pl_module.check_divergence()
         return [run for run in self.runs if pl_module.alive[run.index]]
 
 
@@ -61,6 +67,43 @@ class MemberScalars(MemberCallback):
             found = pl_module.divergence.get(run.index)
             if found is not None and run.record.data["status"] == "running":
                 run.record.finish("diverged", found[0], found[1])
+            elif run.record.data["status"] == "running":
+                run.record.beat(pl_module.iteration)  # results.json's heartbeat, once a minute
+
+
+class SignalStop(MemberCallback):
+    """SIGTERM (what SLURM and most schedulers send) and SIGINT (Ctrl-C) stop training between two iterations, never
+    inside one: the handler only notes the signal, and the next iteration raises ``Interrupted`` before it starts,
+    so that the checkpoint ``LastCheckpoint`` saves then is of whole iterations and resumes exactly. A second
+    Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name} received: stopping after this iteration", file=sys.stderr, flush=True)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning's own SIGTERM handler (its fit registers one, and restores the original at teardown)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._note)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum, self.reason(pl_module.iteration))
+
+    def reason(self, iteration: int) -> str:
+        name = signal.Signals(self.signum or signal.SIGTERM).name
+        return f"{name} after iteration {iteration}; resume from checkpoints/last.ckpt"
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
 
 class SampleGrid(MemberCallback):
@@ -73,8 +116,8 @@ class SampleGrid(MemberCallback):
 
     def __init__(self, dirname: str = "samples", every_n_epochs: int = 1, nrow: int = 8) -> None:
         self.dirname = dirname
-        self.every_n_epochs = int(every_n_epochs)
-        self.nrow = int(nrow)
+        self.every_n_epochs = check_count("callbacks.sample_grid.every_n_epochs", every_n_epochs, 0, "0 = off")
+        self.nrow = check_count("callbacks.sample_grid.nrow", nrow, 1, "images per row of the grid")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs < 1 or (trainer.current_epoch + 1) % self.every_n_epochs:
@@ -104,7 +147,9 @@ class LastCheckpoint(MemberCallback, Checkpoint):
 
     def __init__(self, dirname: str = "checkpoints", filename: str = "last.ckpt", every_n_epochs: int = 1) -> None:
         self.relative_path = str(Path(dirname) / filename)
-        self.every_n_epochs = int(every_n_epochs)
+        self.every_n_epochs = check_count(
+            "callbacks.last_checkpoint.every_n_epochs", every_n_epochs, 0, "0 = at the end"
+        )
         self._saved_at_step = -1
 
     def _save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -120,13 +165,18 @@ class LastCheckpoint(MemberCallback, Checkpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save(trainer, pl_module)
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """Stopped by a signal between two iterations: the checkpoint to resume from (of whole iterations)."""
+        if isinstance(exception, (Interrupted, SIGTERMException)):
+            self._save(trainer, pl_module)
+
 
 class PeriodicCheckpoint(MemberCallback, Checkpoint):
     """``checkpoints/epochNNNN.ckpt`` of every training member every ``every_n_epochs`` epochs, all kept."""
 
     def __init__(self, dirname: str = "checkpoints", every_n_epochs: int = 5) -> None:
         self.dirname = dirname
-        self.every_n_epochs = int(every_n_epochs)
+        self.every_n_epochs = check_count("callbacks.periodic_checkpoint.every_n_epochs", every_n_epochs, 0, "0 = off")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:

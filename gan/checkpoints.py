@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from gan.errors import CheckpointError, ConfigError
+from gan.errors import CheckpointError, ConfigError, check_count
 from gan.module import GANModule
 
 
@@ -69,3 +69,20 @@ def checked_ema(module: GANModule, cfg: DictConfig) -> bool | None:
             f"ema=true, but {cfg.ckpt_path} holds no generator weight average (it was trained with model.g_ema=false)."
         )
     return ema
+
+
+DEVICES = ("cpu", "cuda")
+
+
+def check_sampling_args(cfg: DictConfig, min_samples: int = 1) -> None:
+    """gan.sample's and gan.evaluate's arguments, refused before a checkpoint is read: counts, the device."""
+    check_count("num_samples", cfg.num_samples, min_samples, "samples to draw")
+    check_count("seed", cfg.seed, 0, "the noise seed")
+    if "nrow" in cfg:
+        check_count("nrow", cfg.nrow, 1, "images per row of the PNG grid")
+    if cfg.device not in DEVICES:
+        raise ConfigError(f"device={cfg.device!r} is not valid; valid choices: {', '.join(DEVICES)}.")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device=cuda, but this machine has no usable CUDA GPU (torch.cuda.is_available() is False); use device=cpu."
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from gan.augment import parse_policy
-from gan.errors import DataError
+from gan.errors import ConfigError, DataError
 from gan.images import IMAGE_SIZE
 
 SPLIT_FILES: dict[str, tuple[str, str]] = {
@@ -83,28 +84,71 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"Cannot read {path}: {exc}. Delete it to download it again, or replace it.") from exc
 
 
-def read_idx(path: Path, magic: int, item_shape: Sequence[int]) -> torch.Tensor:
-    """An IDX file of unsigned bytes -> uint8 tensor (N, *item_shape), with its header and length checked."""
-    data = _read_bytes(path)
+def _check_idx(path: Path, header: bytes, size: int, magic: int, item_shape: Sequence[int]) -> tuple[int, int]:
+    """(items, header length) of an IDX file whose first bytes are ``header`` and whose length is ``size``;
+    a DataError naming the file when the header or the length is wrong."""
     ndim = 1 + len(item_shape)
     header_len = 4 + 4 * ndim
-    if len(data) < header_len:
-        raise DataError(f"{path} is truncated: {len(data)} bytes, shorter than an IDX header.")
-    found_magic = struct.unpack(">I", data[:4])[0]
+    if len(header) < header_len:
+        raise DataError(f"{path} is truncated: {size} bytes, shorter than an IDX header.")
+    found_magic = struct.unpack(">I", header[:4])[0]
     if found_magic != magic:
         raise DataError(
             f"{path} is not an MNIST IDX file of this kind: magic number 0x{found_magic:08x}, expected 0x{magic:08x}."
         )
-    dims = struct.unpack(f">{ndim}I", data[4:header_len])
+    dims = struct.unpack(f">{ndim}I", header[4:header_len])
     if tuple(dims[1:]) != tuple(item_shape):
         raise DataError(f"{path} holds items of shape {tuple(dims[1:])}, expected {tuple(item_shape)}.")
     expected = header_len + dims[0] * math.prod(item_shape)
-    if len(data) != expected:
+    if size != expected:
         raise DataError(
             f"{path} is truncated or corrupted: its header promises {dims[0]} items ({expected} bytes), the file "
-            f"has {len(data)} bytes. Delete it to download it again, or replace it."
+            f"has {size} bytes. Delete it to download it again, or replace it."
         )
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header_len).view(dims[0], *item_shape)
+    return dims[0], header_len
+
+
+def read_idx(path: Path, magic: int, item_shape: Sequence[int]) -> torch.Tensor:
+    """An IDX file of unsigned bytes -> uint8 tensor (N, *item_shape), with its header and length checked."""
+    data = _read_bytes(path)
+    items, header_len = _check_idx(path, data[:16], len(data), magic, item_shape)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header_len).view(items, *item_shape)
+
+
+def _header_and_size(path: Path) -> tuple[bytes, int]:
+    """The first 16 bytes of a raw file and its (uncompressed) length, without reading all of it: a gzip file's
+    length is its trailer's ISIZE field (a truncated download has a wrong one)."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                header = fh.read(16)
+            with path.open("rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                return header, struct.unpack("<I", fh.read(4))[0]
+        with path.open("rb") as fh:
+            return fh.read(16), path.stat().st_size
+    except (OSError, EOFError) as exc:
+        raise DataError(f"Cannot read {path}: {exc}. Delete it to download it again, or replace it.") from exc
+
+
+def check_files(root: str | Path) -> None:
+    """All four raw files, checked from their headers and lengths (milliseconds: nothing is decoded), so that a
+    damaged one is named before any work starts, not when a split is first read."""
+    folder = raw_folder(root)
+    for split, (images_name, labels_name) in SPLIT_FILES.items():
+        counts = []
+        for name, magic, shape in (
+            (images_name, IMAGES_MAGIC, (MNIST_SIDE, MNIST_SIDE)),
+            (labels_name, LABELS_MAGIC, ()),
+        ):
+            path = _existing(folder, name)
+            if path is None:
+                raise DataError(f"MNIST {split} file {name} missing in {folder}.")
+            counts.append((path, _check_idx(path, *_header_and_size(path), magic, shape)[0]))
+        if counts[0][1] != counts[1][1]:
+            raise DataError(
+                f"{counts[0][0]} holds {counts[0][1]} images but {counts[1][0]} holds {counts[1][1]} labels."
+            )
 
 
 def load_split(root: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,12 +215,19 @@ class PackedBatches:
     """
 
     def __init__(
-        self, num_images: int, batch_size: int, generators: Sequence[torch.Generator], num_batches: int | None = None
+        self,
+        num_images: int,
+        batch_size: int,
+        generators: Sequence[torch.Generator],
+        num_batches: int | None = None,
+        start_step: int = 0,
     ) -> None:
         self.num_images = int(num_images)
         self.batch_size = int(batch_size)
         self.generators = list(generators)
         self.num_batches = self.num_images // batch_size if num_batches is None else int(num_batches)
+        self.start_step = int(start_step)  # the first epoch served resumes here (a run stopped mid-epoch)
+        self.epoch_rng: list[torch.Tensor] | None = None  # the generators' states before this epoch's plan
 
     def __len__(self) -> int:
         return self.num_batches
@@ -192,8 +243,10 @@ class PackedBatches:
         return torch.stack(orders).view(len(orders), self.num_batches, self.batch_size).transpose(0, 1).contiguous()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        self.epoch_rng = [g.get_state() for g in self.generators]
         plan = self.epoch_plan()
-        for i in range(self.num_batches):
+        start, self.start_step = self.start_step, 0
+        for i in range(start, self.num_batches):
             yield plan, i
 
 
@@ -253,6 +306,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.batches_per_epoch = 0
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
         self._on_device: dict[str, Any] = {}
+        self._loader: PackedBatches | None = None
+        self._resume_step = 0
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -263,11 +318,18 @@ class MNISTDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         ensure_mnist(self.root, self.download)
+        check_files(self.root)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_bytes is None:
             images, labels = load_split(self.root, "train")
             self.batches_per_epoch = len(images) // (self.batch_size * self.batches_per_iteration)
+            if self.batches_per_epoch == 0:
+                raise ConfigError(
+                    f"data.batch_size={self.batch_size} (x model.d_steps={self.batches_per_iteration} batches per "
+                    f"iteration) is larger than the {len(images)} training images in {raw_folder(self.root)}: an "
+                    f"epoch would hold no iteration. Use at most {len(images) // self.batches_per_iteration}."
+                )
             if self.train_size is not None and self.train_size > len(images):
                 raise DataError(
                     f"data.train_size={self.train_size} is larger than the training split ({len(images)} images in "
@@ -287,12 +349,15 @@ class MNISTDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> PackedBatches:
         self.setup("fit")
-        return PackedBatches(
+        self._loader = PackedBatches(
             len(self.train_bytes),
             self.batch_size * self.batches_per_iteration,
             self.shuffle_generators,
             num_batches=self.batches_per_epoch,
+            start_step=self._resume_step,
         )
+        self._resume_step = 0
+        return self._loader
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> torch.Tensor:
         """``(epoch plan, step)`` -> the step's real images [K, B, 1024] on ``device``, each member's in its range.
@@ -323,10 +388,18 @@ class MNISTDataModule(L.LightningDataModule):
         """Each member's shuffle RNG, so that a resumed run sees the batches an uninterrupted one would have seen,
         and the training subset, so that it trains on the same data (``gan.train`` reads it back)."""
         subset = {"train_size": self.train_size, "subset_seed": self.subset_seed}
-        return {"shuffle_rng": [g.get_state() for g in self.shuffle_generators], "subset": subset}
+        state = {"shuffle_rng": [g.get_state() for g in self.shuffle_generators], "subset": subset}
+        # Saved mid-epoch (a run stopped by a signal): the epoch's plan is drawn again from the generators' states
+        # before it, and the resumed epoch starts at the first batch not trained yet (Lightning counts them).
+        trainer = self.trainer
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer is not None else 0
+        if self._loader is not None and self._loader.epoch_rng and 0 < done < trainer.num_training_batches:
+            state.update(epoch_rng=list(self._loader.epoch_rng), epoch_step=int(done))
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        states = state_dict.get("shuffle_rng")
+        states = state_dict.get("epoch_rng") or state_dict.get("shuffle_rng")
         if states is not None:
             for gen, state in zip(self.shuffle_generators, states, strict=True):
                 gen.set_state(state)
+        self._resume_step = int(state_dict.get("epoch_step", 0))

@@ -37,6 +37,7 @@ from torch import nn
 
 from gan.activations import output_bounds
 from gan.callbacks import MemberCallback
+from gan.errors import check_count, check_fraction
 from gan.population import member_generators
 
 DIAGNOSTICS_STREAM = 3  # salt of each member's probe-noise stream
@@ -199,11 +200,11 @@ class ActivationDiagnostics(MemberCallback):
         jacobian_samples: int = 16,
     ) -> None:
         self.enabled = bool(enabled)
-        self.jacobian_samples = int(jacobian_samples)
-        self.every_n_steps = int(every_n_steps)
+        self.jacobian_samples = check_count("diag.jacobian_samples", jacobian_samples, 0, "0 = off")
+        self.every_n_steps = check_count("diag.every_n_steps", every_n_steps, 0, "iterations between probes; 0 = off")
         self.histograms = bool(histograms)
         self.dead_threshold = float(dead_threshold)
-        self.saturation_margin = float(saturation_margin)
+        self.saturation_margin = check_fraction("diag.saturation_margin", saturation_margin, "0.01 is usual")
         self.noise: list[torch.Generator] | None = None
         self._last_batch: torch.Tensor | None = None
         self._probed_at = -1

@@ -28,6 +28,10 @@ class CheckpointError(LabError, ValueError):
     """A checkpoint that is missing, unreadable, not this lab's, or does not fit what it is asked to do."""
 
 
+class StorageError(LabError, OSError):
+    """A file the lab writes could not be written (a full or read-only disk); the previous file is kept."""
+
+
 class RunFailed(LabError, RuntimeError):
     """The run stopped after it started: ``status`` ``diverged`` (a non-finite loss) or ``failed``."""
 
@@ -37,12 +41,39 @@ class RunFailed(LabError, RuntimeError):
         self.reason = reason
 
 
+def check_count(key: str, value: object, minimum: int, hint: str) -> int:
+    """``value`` as an int of at least ``minimum``, else a ConfigError naming ``key``, the value and ``hint``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum} ({hint}), got {value!r}.")
+    return value
+
+
+def check_fraction(key: str, value: object, hint: str) -> float:
+    """``value`` as a float in [0, 1], else a ConfigError naming ``key``, the value and ``hint``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key} must be a number in [0, 1] ({hint}), got {value!r}.")
+    return float(value)
+
+
+class Interrupted(RunFailed):
+    """The run was stopped by a signal (SIGTERM from a scheduler, SIGINT from Ctrl-C): each member's last.ckpt was
+    saved and its results.json says ``interrupted``. Entry points exit 128 + the signal's number (143, 130)."""
+
+    def __init__(self, signum: int, reason: str) -> None:
+        super().__init__("interrupted", reason)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+
+
 @contextmanager
 def exits_on_error() -> Iterator[None]:
     """An entry point's work: a ``LabError`` ends it with ``error: MESSAGE`` on stderr and exit status 2
     (``run diverged: ...`` and 1 for ``RunFailed``), never a traceback."""
     try:
         yield
+    except Interrupted as exc:
+        print(f"run {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except RunFailed as exc:
         print(f"run {exc}", file=sys.stderr)
         sys.exit(1)

@@ -12,18 +12,18 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-from gan.checkpoints import checked_ema, finite_samples, load_generator
-from gan.errors import ConfigError, exits_on_error
+from gan.checkpoints import check_sampling_args, checked_ema, finite_samples, load_generator
+from gan.errors import check_fraction, exits_on_error
 from gan.evaluator import load_evaluator
-from gan.metrics import score_samples
+from gan.metrics import K_NEAREST, score_samples
 from gan.sample_quality import draw
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    if int(cfg.num_samples) < 4:
-        raise ConfigError(f"num_samples must be at least 4 (k-NN metrics use k=3), got {cfg.num_samples!r}.")
+    check_sampling_args(cfg, min_samples=K_NEAREST + 1)
+    min_accuracy = check_fraction("min_evaluator_accuracy", cfg.min_evaluator_accuracy, "0.99 is usual")
     module = load_generator(cfg.ckpt_path, cfg.device)
-    evaluator = load_evaluator(cfg.data.root, min_accuracy=float(cfg.min_evaluator_accuracy))
+    evaluator = load_evaluator(cfg.data.root, min_accuracy=min_accuracy)
     start = time.perf_counter()
     ema = checked_ema(module, cfg)
     samples = finite_samples(draw(module, int(cfg.num_samples), int(cfg.seed), ema=ema), cfg.ckpt_path)

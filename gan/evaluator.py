@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from gan.data import SPLIT_FILES, _existing, ensure_mnist, load_split, raw_folder, to_flat_images
+from gan.data import SPLIT_FILES, _existing, check_files, ensure_mnist, load_split, raw_folder, to_flat_images
 from gan.errors import DataError, exits_on_error
 from gan.images import IMAGE_SIZE
 from gan.rundir import atomic_write
@@ -242,6 +242,7 @@ def load_evaluator(
 
 def _load_or_train(root: str | Path, download: bool, train_if_missing: bool, min_accuracy: float) -> Evaluator:
     ensure_mnist(root, download)
+    check_files(root)  # a damaged file is named now, not after minutes of training the evaluator
     checksums = data_checksums(root)
     path = cache_path(root)
     cached = _load_cache(path, checksums)

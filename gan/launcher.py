@@ -31,7 +31,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan.errors import LabError, RunFailed
+from gan.errors import Interrupted, LabError, RunFailed
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
 
     try:
         return train_pack(plans)
+    except Interrupted as exc:  # a signal stops the sweep (each member's last.ckpt and results.json are written)
+        print(f"{', '.join(p.job for p in plans)}: run {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except RunFailed as exc:  # a pack of one that diverged or failed: recorded in its results.json
         print(f"{plans[0].job}: run {exc}", file=sys.stderr)
         return [{"status": exc.status, "reason": str(exc)}]

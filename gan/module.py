@@ -19,6 +19,7 @@ come from. A member whose loss becomes non-finite is marked diverged and frozen;
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -80,7 +81,33 @@ def _optimizer_config(config: Mapping[str, Any] | None, key: str) -> dict[str, A
             f"of GANs. Valid choices: {', '.join(OPTIMIZERS)} (torch.optim.Adam and torch.optim.SGD mean these)."
         )
     config["_target_"] = target
+    options = {k: v for k, v in config.items() if k != "_target_"}
+    try:  # the optimizer's own checks (a step size, betas, an argument it does not take), on a stand-in parameter
+        OPTIMIZERS[target]([torch.nn.Parameter(torch.zeros(1, 1))], **options)
+    except (TypeError, ValueError) as exc:
+        takes = [p for p in inspect.signature(OPTIMIZERS[target]).parameters if p not in ("params", "members")]
+        raise ConfigError(
+            f"model.{key}: {str(exc).rstrip('.')} (asked: {options}). {target.rsplit('.', 1)[-1]} takes "
+            f"{', '.join(takes)}."
+        ) from None
     return config
+
+
+def _check_widths(key: str, widths: Any, allow_none: bool) -> list[int]:
+    """Hidden layer widths, each a positive int; G needs at least one layer (the activation under study lives
+    there), D may have none (a linear critic: the closed-form checks of the losses use one)."""
+    values = list(widths) if isinstance(widths, (list, tuple)) else None
+    if values is None or (not values and not allow_none) or not all(_is_count(w) for w in values):
+        least = "zero or more" if allow_none else "at least one"
+        raise ConfigError(
+            f"model.{key} must list {least} hidden layer widths, each a positive integer (e.g. [128, 256, 512]); "
+            f"got {widths!r}. Without a hidden layer the generator has no hidden activation to study."
+        )
+    return values
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def instance_noise_std(initial: float, iteration: int, decay_iters: int) -> float:
@@ -144,6 +171,14 @@ def member_hparams(
     check_norm(d_norm, "model.d_norm")
     if int(d_steps) < 1:
         raise ConfigError(f"model.d_steps must be a positive integer, got {d_steps!r}.")
+    for key, value, what in (
+        ("latent_dim", latent_dim, "the size of z; 100 is usual"),
+        ("num_fixed_samples", num_fixed_samples, "the fixed-noise grid's images; 64 is an 8x8 grid"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model.{key} must be a positive integer ({what}), got {value!r}.")
+    g_hidden = _check_widths("g_hidden", _plain(g_hidden), allow_none=False)
+    d_hidden = _check_widths("d_hidden", _plain(d_hidden), allow_none=True)
     check_loss(loss, label_smoothing)
     _check_range("gp_weight", gp_weight, 0.0, math.inf, "the WGAN-GP penalty weight lambda; 10 is usual")
     _check_range("r1_weight", r1_weight, 0.0, math.inf, "R1's gamma; 0 = off, 1 to 10 are usual on MNIST")
@@ -317,6 +352,9 @@ class GANModule(L.LightningModule):
         self.instance_noise_now = [0.0] * self.members
         self.alive = [True] * self.members
         self.divergence: dict[int, tuple[int, str]] = {}  # member -> (iteration, reason)
+        # The first iteration with a non-finite loss, per member (-1: none): set on the device in every iteration
+        # (no host sync), read where the host reads anyway (logging steps) and before anything is saved or scored.
+        self.register_buffer("first_nonfinite", torch.full((self.members,), -1, dtype=torch.long), persistent=False)
         self.step_metrics: dict[str, list[float]] = {}  # each member's scalars of the latest logging step
         # The same z all run long (and across resume: buffers are saved in checkpoints).
         self.register_buffer(
@@ -401,7 +439,9 @@ class GANModule(L.LightningModule):
     # ----------------------------------------------------------------- training
     @property
     def iteration(self) -> int:
-        """Generator iterations completed (what ``trainer.max_steps`` counts in this lab)."""
+        """Generator iterations completed (what ``trainer.max_steps`` counts in this lab); 0 outside a fit."""
+        if self._trainer is None:
+            return 0
         return self.trainer.global_step // (self.shared["d_steps"] + 1)
 
     def on_fit_start(self) -> None:
@@ -503,6 +543,7 @@ class GANModule(L.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
+        iteration = self.iteration
         d_steps = self.shared["d_steps"]
         self.update_instance_noise(self.iteration)
         real_chunks = batch.chunk(d_steps, dim=1) if d_steps > 1 else (batch,)
@@ -530,6 +571,8 @@ class GANModule(L.LightningModule):
             opt_g.step()
         if self.generator_ema is not None:
             self.update_generator_ema()
+        bad = ~(torch.isfinite(d_total.detach()) & torch.isfinite(g_loss.detach()))
+        self.first_nonfinite.masked_fill_(bad & (self.first_nonfinite < 0), iteration)
 
         if self._is_logging_step():
             scalars = {
@@ -537,24 +580,37 @@ class GANModule(L.LightningModule):
                 "train/g_loss": g_loss.detach(),
                 "train/D_x": self.losses.d_output(real_logits.detach()).mean(1),
                 "train/D_G_z": self.losses.d_output(fake_logits.detach()).mean(1),
-                "_d_total": d_total.detach(),
             }
             if penalty is not None:
                 scalars["train/d_penalty"] = penalty.detach()
             self._record_step(scalars)
 
+    def check_divergence(self, first: Sequence[float] | None = None) -> list[int]:
+        """Mark each live member whose loss became non-finite (``first_nonfinite``, read now unless given) as
+        diverged and freeze it; returns the members found."""
+        first = self.first_nonfinite.tolist() if first is None else first
+        found = [k for k in range(self.members) if self.alive[k] and first[k] >= 0]
+        for k in found:
+            at = int(first[k]) + 1  # iterations are counted from 1 here, as in the summaries
+            seen = f" (found at iteration {self.iteration})" if at < self.iteration else ""
+            self.mark_diverged(k, at, f"non-finite loss in iteration {at}{seen}")
+        return found
+
+    def mark_diverged(self, member: int, iteration: int, reason: str) -> None:
+        """Freeze ``member`` where it stopped: its folder keeps what it had, the others train on."""
+        if self.alive[member]:
+            self.divergence[member] = (iteration, reason)
+            self.alive[member] = False
+            self._set_active()
+
     def _record_step(self, scalars: dict[str, torch.Tensor]) -> None:
-        """Each member's scalars of this logging step (one device-to-host copy for all), and the divergence check:
-        a member with a non-finite loss is marked diverged and frozen; when none is left, the run stops."""
+        """Each member's scalars of this logging step and the non-finite flags (one device-to-host copy for all):
+        a member with a non-finite loss since the last read is marked diverged and frozen; when none is left, the
+        run stops."""
+        scalars = {**scalars, "_first_nonfinite": self.first_nonfinite}
         values = torch.stack([v.float() for v in scalars.values()]).cpu().tolist()
         table = dict(zip(scalars, values, strict=True))
-        d_total, g_loss = table.pop("_d_total"), table["train/g_loss"]
-        for k in range(self.members):
-            if self.alive[k] and not (math.isfinite(d_total[k]) and math.isfinite(g_loss[k])):
-                reason = f"non-finite loss in iteration {self.iteration}: d_loss={d_total[k]}, g_loss={g_loss[k]}"
-                self.divergence[k] = (self.iteration, reason)
-                self.alive[k] = False
-                self._set_active()
+        self.check_divergence(table.pop("_first_nonfinite"))
         penalised = [w > 0 or k in self.gp_members for k, w in enumerate(self.r1_weights)]
         table = {
             tag: [v if (tag != "train/d_penalty" or penalised[k]) else None for k, v in enumerate(vals)]

@@ -13,6 +13,7 @@ member's optimizer state can be split from a pack's and merged into another (``g
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -31,6 +32,13 @@ def _per_member(value: Any, members: int, name: str, width: int = 1) -> list:
     if len(values) != members:
         raise ValueError(f"{name} has {len(values)} values for {members} members")
     return [tuple(float(x) for x in v) if width > 1 else float(v) for v in values]
+
+
+def check_positive(name: str, value: float, zero: bool = False) -> None:
+    """A finite value above 0 (or at least 0 with ``zero``): a NaN, infinite or negative step size cannot train."""
+    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value:g}")
 
 
 class StackedOptimizer(torch.optim.Optimizer):
@@ -139,9 +147,12 @@ class Adam(StackedOptimizer):
             "eps": _per_member(eps, members, "eps"),
             "weight_decay": _per_member(weight_decay, members, "weight_decay"),
         }
-        for lr_k, (b1, b2) in zip(defaults["lr"], defaults["betas"], strict=True):
-            if not (lr_k >= 0 and 0 <= b1 < 1 and 0 <= b2 < 1):
-                raise ValueError(f"Adam needs lr >= 0 and betas in [0, 1), got lr={lr_k}, betas=({b1}, {b2})")
+        for lr_k, (b1, b2), eps_k, wd in zip(*defaults.values(), strict=True):
+            if not (0 <= b1 < 1 and 0 <= b2 < 1):
+                raise ValueError(f"betas must both be in [0, 1), got betas=[{b1:g}, {b2:g}] (0.5, 0.999 are usual)")
+            check_positive("lr", lr_k)
+            check_positive("eps", eps_k)
+            check_positive("weight_decay", wd, zero=True)
         super().__init__(params, members, defaults)
 
     def _step_group(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
@@ -195,6 +206,11 @@ class SGD(StackedOptimizer):
             "momentum": _per_member(momentum, members, "momentum"),
             "weight_decay": _per_member(weight_decay, members, "weight_decay"),
         }
+        for lr_k, momentum_k, wd in zip(*defaults.values(), strict=True):
+            check_positive("lr", lr_k)
+            check_positive("weight_decay", wd, zero=True)
+            if not 0 <= momentum_k < 1:
+                raise ValueError(f"momentum must be in [0, 1), got {momentum_k:g}")
         super().__init__(params, members, defaults)
 
     def _step_group(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:

@@ -49,6 +49,7 @@ MEMBER_CONFIG_KEYS = (
     "trainer.default_root_dir",
 )
 DATAMODULE_KEY = "MNISTDataModule"
+MEMBER_RNG_KEYS = ("shuffle_rng", "epoch_rng")  # the data module's per-member entries (one generator state each)
 # Checkpoint entries that hold one part per member; every other entry (loops, epoch, step, ...) the pack shares.
 PER_MEMBER_ENTRIES = ("state_dict", "hyper_parameters", "optimizer_states", DATAMODULE_KEY, "gan_rng", "run_configs")
 
@@ -148,7 +149,7 @@ def member_checkpoint(pack: Mapping[str, Any], k: int) -> dict[str, Any]:
     out["optimizer_states"] = [_member_optimizer_state(s, k) for s in pack.get("optimizer_states", [])]
     if DATAMODULE_KEY in pack:
         data = pack[DATAMODULE_KEY]
-        out[DATAMODULE_KEY] = {**data, "shuffle_rng": [data["shuffle_rng"][k]]}
+        out[DATAMODULE_KEY] = {**data, **{key: [data[key][k]] for key in MEMBER_RNG_KEYS if key in data}}
     if "gan_rng" in pack:
         out["gan_rng"] = {**pack["gan_rng"], "members": [pack["gan_rng"]["members"][k]]}
     if "run_configs" in pack:
@@ -172,7 +173,11 @@ def merge_checkpoints(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if DATAMODULE_KEY in first:
         out[DATAMODULE_KEY] = {
             **first[DATAMODULE_KEY],
-            "shuffle_rng": [s for m in members for s in m[DATAMODULE_KEY]["shuffle_rng"]],
+            **{
+                key: [s for m in members for s in m[DATAMODULE_KEY][key]]
+                for key in MEMBER_RNG_KEYS
+                if key in first[DATAMODULE_KEY]
+            },
         }
     if "gan_rng" in first:
         out["gan_rng"] = {**first["gan_rng"], "members": [s for m in members for s in m["gan_rng"]["members"]]}

@@ -19,6 +19,7 @@ import argparse
 import csv
 import math
 import statistics
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,9 +45,15 @@ class Run:
     label: str = ""
     varying: dict[str, str] = field(default_factory=dict)
 
+    problem: str | None = None  # why its results.json cannot be read (listed in report.md)
+
     @property
     def status(self) -> str:
-        return self.results.status if self.results else "no results (refused or not started)"
+        """The record's status (``killed`` for a ``running`` record whose writer is gone: see ``RunResults.state``);
+        ``unreadable`` for a results.json that is not a record; else no results."""
+        if self.results is not None:
+            return self.results.state()
+        return "unreadable" if self.problem else "no results (refused or not started)"
 
     @property
     def seed(self) -> str:
@@ -75,7 +82,13 @@ def find_runs(sweep: Path) -> list[Run]:
     jobs = sorted({p.parent for p in sweep.rglob(RESULTS_NAME)} | {p.parent for p in sweep.rglob(".hydra")})
     runs = []
     for job in jobs:
-        runs.append(Run(job, _overrides(job), RunResults.load(job)))
+        problem = RunResults.problem(job)
+        try:
+            overrides = _overrides(job)
+        except Exception as exc:  # noqa: BLE001 - a damaged overrides.yaml: the run is listed, not the report lost
+            overrides, problem = {}, f".hydra/overrides.yaml unreadable ({type(exc).__name__})"
+        results = RunResults.load(job) if problem in (None, "no results.json") else None
+        runs.append(Run(job, overrides, results, problem=None if problem == "no results.json" else problem))
     keys = sorted({k for r in runs for k in r.overrides if k != "seed"})
     varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
     for run in runs:
@@ -106,6 +119,7 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
             "diverged": sum(r.status == "diverged" for r in members),
             "failed": sum(r.status == "failed" for r in members),
             "running": sum(r.status == "running" for r in members),
+            "killed": sum(r.status == "killed" for r in members),
         }
         for metric in METRIC_NAMES:
             row[metric] = _mean_std([s[metric] for s in scored])
@@ -137,7 +151,7 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
                 **run.varying,
                 "seed": run.seed,
                 "status": run.status,
-                "reason": (res.reason if res else None) or "",
+                "reason": (res.reason if res else run.problem) or "",
                 "iterations": res.iterations if res else "",
                 "wall_s": res.data.get("wall_s", "") if res else "",
                 "best_iteration": best.get("iteration", ""),
@@ -205,6 +219,18 @@ def write_markdown(sweep: Path, runs: Sequence[Run], rows: Sequence[dict[str, An
             f"Best configuration: **{scored[0]['config']}** (fid {_fmt(scored[0]['fid'])}).",
             f"Worst configuration: **{scored[-1]['config']}** (fid {_fmt(scored[-1]['fid'])}).",
         ]
+    stopped = [r for r in runs if r.status in ("killed", "interrupted", "failed") or r.problem]
+    if stopped:
+        lines += [
+            "",
+            "Runs that did not finish (a killed run stopped without a word: its process is gone and its "
+            "heartbeat stopped; resume a study by running its command again):",
+            "",
+        ]
+        for run in stopped:
+            said = run.problem or (f"{run.results.reason}" if run.results and run.results.reason else "")
+            at = f" at iteration {run.results.iterations}" if run.results else ""
+            lines.append(f"- `{run.path.relative_to(sweep)}`: {run.status}{at}" + (f": {said}" if said else ""))
     lines += [""] + [f"![{p}]({p})" for p in plots]
     text = "\n".join(lines) + "\n"
     (sweep / "report.md").write_text(text)
@@ -322,6 +348,18 @@ def plot_samples(runs: Sequence[Run], path: Path) -> bool:
     return True
 
 
+def _plotted(name: str, plot: Any, path: Path) -> bool:
+    """One figure; a figure that cannot be drawn (a damaged event file or image) is left out, said, and the rest of
+    the report is still written."""
+    try:
+        return bool(plot(path))
+    except OSError:
+        raise  # the folder cannot be written: the report as a whole cannot
+    except Exception as exc:  # noqa: BLE001 - one figure lost, not the report
+        print(f"warning: {name} left out: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return False
+
+
 def report(sweep: str | Path) -> dict[str, Any]:
     """Write every report file into ``sweep``; returns the per-configuration rows."""
     import matplotlib
@@ -337,12 +375,12 @@ def report(sweep: str | Path) -> dict[str, Any]:
     write_csv(runs, sweep / "results.csv")
     plots = [
         name
-        for name, ok in (
-            ("fid_heatmap.png", plot_heatmap(rows, sweep / "fid_heatmap.png")),
-            ("curves.png", plot_curves(runs, sweep / "curves.png")),
-            ("samples.png", plot_samples(runs, sweep / "samples.png")),
+        for name, plot in (
+            ("fid_heatmap.png", lambda path: plot_heatmap(rows, path)),
+            ("curves.png", lambda path: plot_curves(runs, path)),
+            ("samples.png", lambda path: plot_samples(runs, path)),
         )
-        if ok
+        if _plotted(name, plot, sweep / name)
     ]
     write_markdown(sweep, runs, rows, plots)
     return {"runs": len(runs), "configurations": rows, "plots": plots}
@@ -356,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         result = report(args.sweep)
     except FileNotFoundError as exc:
         raise SystemExit(f"error: {exc}") from exc
+    except OSError as exc:  # a read-only or full disk
+        raise SystemExit(f"error: cannot write the report into {args.sweep}: {exc}") from exc
     print(
         f"{result['runs']} runs, {len(result['configurations'])} configurations -> "
         f"{Path(args.sweep) / 'report.md'}, results.csv, " + ", ".join(result["plots"])

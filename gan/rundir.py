@@ -13,30 +13,99 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
+import socket
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback as HydraCallback
+
+from gan.errors import ConfigError, StorageError
+
 RESULTS_NAME = "results.json"
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
+LOCK_NAME = ".lock"
+HEARTBEAT_S = 60.0  # a running run rewrites its results.json at least this often (its heartbeat)
+STALE_S = 900.0  # a "running" record from another machine whose heartbeat is older than this was killed
+
+
+# The run folders this process writes, each with its open lock file (an flock held until the process ends: a
+# killed process releases it, so a stale lock never blocks a resume).
+HELD_LOCKS: dict[Path, Any] = {}
+
+
+def claim_run_dir(run_dir: str | Path) -> None:
+    """Take ``run_dir``'s lock for this process (again: a no-op); a ConfigError names the process holding it."""
+    import fcntl
+
+    folder = Path(run_dir).resolve()
+    if folder in HELD_LOCKS:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the life of the process
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"{folder} is being written by a live run ({holder}): a run folder belongs to one run. Wait for it to "
+            f"end, or write elsewhere (another hydra.run.dir or hydra.sweep.dir)."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
+    handle.flush()
+    HELD_LOCKS[folder] = handle
+
+
+def release_run_dir(run_dir: str | Path) -> None:
+    handle = HELD_LOCKS.pop(Path(run_dir).resolve(), None)
+    if handle is not None:
+        handle.close()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """``write(tmp)`` a file beside ``path``, then rename it over ``path`` (an atomic step on one file system)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
+        problem = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only"}.get(
+            exc.errno, exc.strerror or str(exc)
+        )
+        kept = f"the previous {path.name} is kept as it was" if path.exists() else f"no {path.name} was written"
+        error = StorageError(f"Cannot write {path}: {problem} ({kept}). Free space or choose a writable folder.")
+        error.errno = exc.errno
+        raise error from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return path
+
+
+def _metric_names() -> tuple[str, ...]:
+    from gan.metrics import METRIC_NAMES
+
+    return tuple(METRIC_NAMES)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -49,12 +118,16 @@ class RunResults:
     def __init__(self, run_dir: str | Path, config: dict[str, Any]) -> None:
         self.path = Path(run_dir) / RESULTS_NAME
         self._start = time.perf_counter()
+        self._beat = time.monotonic()
         self.data: dict[str, Any] = {
             "status": "running",
             "reason": None,
             "seed": config.get("seed"),
             "config": config,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started": _now(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "heartbeat": _now(),  # rewritten with every write: a "running" record that stops beating was killed
             "iterations": 0,
             "wall_s": 0.0,
             "evaluator": None,
@@ -66,17 +139,55 @@ class RunResults:
     # ------------------------------------------------------------------ reading
     @classmethod
     def load(cls, run_dir: str | Path) -> RunResults | None:
-        """The record in ``run_dir``, or None when there is none (or it cannot be read)."""
-        path = Path(run_dir) / RESULTS_NAME
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(data, dict):
-            return None
+        """The record in ``run_dir``, or None when there is none (or it cannot be read: ``problem`` says why)."""
+        return None if cls.problem(run_dir) else cls._read(run_dir)
+
+    @classmethod
+    def _read(cls, run_dir: str | Path) -> RunResults:
+        data = json.loads((Path(run_dir) / RESULTS_NAME).read_text())
         record = cls(run_dir, data.get("config") or {})
         record.data.update(data)
         return record
+
+    @classmethod
+    def problem(cls, run_dir: str | Path) -> str | None:
+        """Why ``run_dir``'s results.json cannot be read as a record of this lab (None: it can, or there is none)."""
+        path = Path(run_dir) / RESULTS_NAME
+        if not path.is_file():
+            return "no results.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            return f"unreadable {RESULTS_NAME} ({type(exc).__name__}: {str(exc)[:80]})"
+        if not isinstance(data, dict) or data.get("status") not in STATUSES:
+            return f"{RESULTS_NAME} is not a run record of this lab (no valid status)"
+        records = [data.get("best"), data.get("final"), *(data.get("evaluations") or [])]
+        if not isinstance(data.get("evaluations", []), list) or not all(
+            r is None or (isinstance(r, dict) and all(isinstance(r.get(m), (int, float)) for m in _metric_names()))
+            for r in records
+        ):
+            return f"{RESULTS_NAME} has evaluations without the metrics ({', '.join(_metric_names())})"
+        return None
+
+    def state(self) -> str:
+        """The status, with ``killed`` for a record still ``running`` whose writer is gone: its process no longer
+        exists on this machine, or its heartbeat stopped (older than ``STALE_S``)."""
+        if self.status != "running":
+            return self.status
+        try:
+            age = (datetime.now(timezone.utc) - datetime.fromisoformat(str(self.data["heartbeat"]))).total_seconds()
+        except (KeyError, TypeError, ValueError):
+            age = math.inf  # a record from before heartbeats: its file's age tells
+            with contextlib.suppress(OSError):
+                age = time.time() - self.path.stat().st_mtime
+        if self.data.get("host") == socket.gethostname() and isinstance(self.data.get("pid"), int):
+            try:
+                os.kill(self.data["pid"], 0)
+            except ProcessLookupError:
+                return "killed"
+            except PermissionError:
+                pass  # alive, another user's
+        return "killed" if age > STALE_S else "running"
 
     @property
     def status(self) -> str:
@@ -121,7 +232,15 @@ class RunResults:
 
     # ------------------------------------------------------------------ writing
     def write(self) -> None:
+        self.data["heartbeat"] = _now()
+        self._beat = time.monotonic()
         write_json_atomic(self.path, self.data)
+
+    def beat(self, iterations: int) -> None:
+        """Rewrite the record when the last write is older than ``HEARTBEAT_S`` (a live run's sign of life)."""
+        if time.monotonic() - self._beat >= HEARTBEAT_S:
+            self.data["iterations"] = iterations
+            self.write()
 
     def improves(self, fid: float) -> bool:
         """Whether an evaluation with this fid would be the best so far."""
@@ -205,3 +324,19 @@ class MemberRun:
                 save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", config)
             else:
                 logger.log_hyperparams(config)
+
+
+class RunDirGuard(HydraCallback):
+    """Hydra's run callback (``hydra.callbacks`` in conf/train.yaml): a single run's folder is checked and locked
+    before Hydra writes its ``.hydra/`` there, so a run refused for an occupied folder changes nothing in it."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        from gan.training import check_run_dir
+
+        folder = Path(str(config.hydra.run.dir)).resolve()
+        try:
+            check_run_dir(folder, in_place=False)
+            claim_run_dir(folder)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)

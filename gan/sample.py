@@ -13,30 +13,37 @@ import numpy as np
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
-from gan.checkpoints import checked_ema, finite_samples, load_generator
-from gan.errors import ConfigError, exits_on_error
+from gan.checkpoints import check_sampling_args, checked_ema, finite_samples, load_generator
+from gan.errors import exits_on_error
+from gan.rundir import atomic_write
 from gan.sample_quality import draw
 
 
 def run(cfg: DictConfig) -> dict[str, str]:
-    if int(cfg.num_samples) < 1:
-        raise ConfigError(f"num_samples must be a positive integer, got {cfg.num_samples!r}.")
-    if cfg.device not in ("cpu", "cuda"):
-        raise ConfigError(f"device={cfg.device!r} is not valid; valid choices: cpu, cuda.")
+    check_sampling_args(cfg)
     module = load_generator(cfg.ckpt_path, cfg.device)
     samples = finite_samples(
         draw(module, int(cfg.num_samples), int(cfg.seed), ema=checked_ema(module, cfg)), cfg.ckpt_path
     )
     written: dict[str, str] = {}
+    # written beside their paths and renamed (folders made as needed): a failure leaves no half file behind
     if cfg.out:
-        save_image(module.to_unit_images(samples), cfg.out, nrow=int(cfg.nrow), padding=2, pad_value=0.5)
-        written["png"] = str(Path(cfg.out).resolve())
+        images = module.to_unit_images(samples)
+        png = atomic_write(
+            cfg.out, lambda tmp: save_image(images, tmp, format="png", nrow=int(cfg.nrow), padding=2, pad_value=0.5)
+        )
+        written["png"] = str(png.resolve())
     if cfg.npy:
-        np.save(cfg.npy, samples.numpy().astype(np.float32))
-        written["npy"] = str(Path(cfg.npy).resolve())
+        array = samples.numpy().astype(np.float32)
+        written["npy"] = str(atomic_write(cfg.npy, lambda tmp: _save_npy(tmp, array)).resolve())
     lo, hi = module.data_range
     print(f"{len(samples)} samples in [{lo:g}, {hi:g}] from {cfg.ckpt_path}: " + ", ".join(written.values()))
     return written
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as fh:  # a file object: np.save would add ".npy" to a path
+        np.save(fh, array)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")

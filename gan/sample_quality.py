@@ -23,8 +23,9 @@ import torch
 
 from gan.callbacks import MemberCallback, save_member_checkpoints
 from gan.diagnostics import jacobian_conditioning
+from gan.errors import check_count, check_fraction
 from gan.evaluator import MIN_TEST_ACCURACY, Evaluator, load_evaluator
-from gan.metrics import METRIC_NAMES, diversity, features_metrics
+from gan.metrics import K_NEAREST, METRIC_NAMES, diversity, features_metrics
 
 BEST_CHECKPOINT = "checkpoints/best-fid.ckpt"
 
@@ -104,11 +105,18 @@ class SampleQuality(MemberCallback):
     ) -> None:
         self.data_root = data_root
         self.enabled = bool(enabled)
-        self.every_n_epochs = int(every_n_epochs)
-        self.num_samples = int(num_samples)
+        self.every_n_epochs = check_count("eval.every_n_epochs", every_n_epochs, 0, "0 = only at the end of training")
+        self.num_samples = check_count(
+            "eval.num_samples",
+            num_samples,
+            K_NEAREST + 1,
+            f"the metrics' {K_NEAREST}-nearest neighbours; 10000 is usual",
+        )
         self.seed = int(seed)
-        self.min_evaluator_accuracy = float(min_evaluator_accuracy)
-        self.jacobian_samples = int(jacobian_samples)
+        self.min_evaluator_accuracy = check_fraction(
+            "eval.min_evaluator_accuracy", min_evaluator_accuracy, "the evaluator's MNIST test accuracy; 0.99 is usual"
+        )
+        self.jacobian_samples = check_count("eval.jacobian_samples", jacobian_samples, 0, "0 = not recorded")
         self._diversity: dict[int, float] = {}
         self.evaluator: Evaluator | None = None
         self._last_eval_iteration = -1
@@ -162,9 +170,25 @@ class SampleQuality(MemberCallback):
         found = jacobian_conditioning(pl_module.sampling_generator(None), z)
         return {name: {k: float(values[k]) for k in members} for name, values in found.items()}
 
+    @staticmethod
+    def refuse_nonfinite(pl_module: L.LightningModule) -> None:
+        """A member whose fixed-noise samples are NaN or infinite (its losses may still read finite) is marked
+        diverged before it is scored: no metric, record or best checkpoint of a broken generator."""
+        with torch.no_grad():
+            samples = torch.stack(
+                [pl_module.sample(pl_module.fixed_noise, ema=ema) for _, ema in pl_module.sampler_variants()]
+            )
+        finite = torch.isfinite(samples).flatten(2).all(-1).all(0).tolist()  # one read for all members
+        for k, ok in enumerate(finite):
+            if not ok and pl_module.alive[k]:
+                pl_module.mark_diverged(
+                    k, pl_module.iteration, f"non-finite samples at iteration {pl_module.iteration}"
+                )
+
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[int, dict[str, float]]:
         """Score every training member; log, record, and keep each member's best-fid checkpoint."""
         assert self.evaluator is not None
+        self.refuse_nonfinite(pl_module)
         live = self.live(pl_module)
         members = [run.index for run in live]
         start = time.perf_counter()

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from gan.errors import LabError, RunFailed
+from gan.errors import Interrupted, LabError, RunFailed
 from gan.schema import register
 from gan.training import in_multirun, train
 
@@ -28,6 +28,9 @@ def main(cfg: DictConfig) -> float:
     """
     try:
         summary = train(cfg)
+    except Interrupted as exc:  # the whole sweep stops too: the scheduler wants the process gone
+        print(f"run {exc}; recorded in {Path(cfg.run_dir).resolve() / 'results.json'}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except RunFailed as exc:
         print(f"run {exc}; recorded in {Path(cfg.run_dir).resolve() / 'results.json'}", file=sys.stderr)
         if in_multirun():

@@ -10,8 +10,13 @@ same ``hydra.sweep.dir``).
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,18 +28,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan.callbacks import MemberCallback, MemberScalars
+from gan.callbacks import MemberCallback, MemberScalars, SignalStop
 from gan.checkpoints import read_checkpoint
 from gan.data import MNISTDataModule
-from gan.errors import ConfigError, RunFailed
+from gan.errors import ConfigError, Interrupted, RunFailed, StorageError
 from gan.metrics import METRIC_NAMES
 from gan.module import GANModule
 from gan.packing import DATAMODULE_KEY, activation_order, merge_checkpoints
-from gan.rundir import MemberRun, RunResults
+from gan.rundir import HELD_LOCKS, MemberRun, RunResults, claim_run_dir, release_run_dir
 from gan.schema import TrainConfig, check_schema
+
+# A run stopped by a signal saves mid-epoch; the data module resumes such an epoch at its next batch (its
+# state_dict), which Lightning's check for a resumable dataloader does not see.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 # What a resumed run keeps from its checkpoint: what the run is (its model, the data it trains on and how D sees
 # it), not where or how long it runs. Compared key by key with the checkpoint's composed config.
@@ -196,6 +205,87 @@ def build_model(cfg: DictConfig) -> GANModule:
     return GANModule(members=[member_config(cfg)])
 
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+def _budget_value(key: str, value: Any, allowed: str, ok: bool) -> None:
+    if not ok:
+        raise ConfigError(f"trainer.{key}={value!r} {allowed}.")
+
+
+def check_trainer(cfg: DictConfig, d_steps: int) -> None:
+    """The Trainer's values this lab reads itself (the training budget and the logging cadence), then the Trainer
+    as Lightning builds it from them, on one device: every value refused here, before anything is written."""
+    trainer = cfg.trainer
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    _budget_value(
+        "max_epochs",
+        max_epochs,
+        "is not a budget: use a positive number of epochs, or -1 / null for no epoch limit (with max_steps)",
+        max_epochs is None or (is_int(max_epochs) and (max_epochs > 0 or max_epochs == -1)),
+    )
+    _budget_value(
+        "max_steps",
+        max_steps,
+        "is not a budget: use a positive number of generator iterations, or -1 / null for no step limit",
+        max_steps is None or (is_int(max_steps) and (max_steps > 0 or max_steps == -1)),
+    )
+    if max_epochs in (None, -1) and max_steps in (None, -1) and trainer.get("max_time") is None:
+        raise ConfigError(
+            "trainer.max_epochs and trainer.max_steps are both unlimited (-1 / null) and trainer.max_time is not set: "
+            "the run would never end. Set one of them (e.g. trainer.max_epochs=20)."
+        )
+    limit = trainer.get("limit_train_batches")
+    _budget_value(
+        "limit_train_batches",
+        limit,
+        "would train no batch: use a positive number of batches per epoch, a fraction in (0, 1], or null for all",
+        limit is None or (is_int(limit) and limit > 0) or (isinstance(limit, float) and 0.0 < limit <= 1.0),
+    )
+    every = trainer.get("log_every_n_steps", 50)
+    _budget_value(
+        "log_every_n_steps",
+        every,
+        "must be a positive number of iterations between scalar logs (50 is usual)",
+        is_int(every) and every > 0,
+    )
+    precision = cfg.get("float32_matmul_precision", "highest")
+    if precision not in MATMUL_PRECISIONS:
+        raise ConfigError(f"float32_matmul_precision={precision!r}: valid choices are {', '.join(MATMUL_PRECISIONS)}.")
+    built = build_trainer(cfg, d_steps, quiet=True)
+    if built.num_devices != 1 or built.world_size != 1:
+        raise ConfigError(
+            f"trainer.devices={trainer.get('devices')!r} asks for {built.num_devices} devices: a run (or a pack of "
+            f"runs) trains on one device. For more GPUs, sweep: python -m gan.train -m ... hydra/launcher=packed "
+            f"(or packed_slurm) puts one pack on each GPU."
+        )
+
+
+def check_run_dir(run_dir: str | Path, in_place: bool) -> None:
+    """A run folder belongs to one run: refused when another live process writes it (its lock), or when it holds a
+    run already and this is not a study resuming it in place (Hydra's run callback checks this too, before Hydra
+    writes its .hydra/ there)."""
+    folder = Path(run_dir).resolve()
+    if not folder.is_dir():
+        return  # nobody writes there yet
+    if folder not in HELD_LOCKS:  # a lock this process holds is its own run
+        claim_run_dir(folder)  # taken and given back: the process that trains takes it for good
+        release_run_dir(folder)
+    previous = RunResults.problem(folder) != "no results.json"
+    if previous and not in_place and not in_multirun():
+        record = RunResults.load(folder)
+        what = f"status {record.state()}, {record.iterations} iterations" if record else "an unreadable results.json"
+        raise ConfigError(
+            f"{folder} already holds a run ({what}); a run folder belongs to one run and is never overwritten. "
+            f"Leave hydra.run.dir out (each run gets its own folder) or choose a new one; to continue that run, "
+            f"resume it: ckpt_path={folder / LAST_CHECKPOINT} (the resumed run writes a new folder)."
+        )
+
+
 def prepare(cfg: DictConfig) -> MemberPlan:
     """Check one job's config (every value, before anything is written) and settle how it resumes."""
     check_schema(cfg)
@@ -206,8 +296,11 @@ def prepare(cfg: DictConfig) -> MemberPlan:
             cfg.ckpt_path = resume_from
     step = resume_invariants(cfg, read_checkpoint(cfg.ckpt_path)) if cfg.ckpt_path else None
     member = member_config(cfg)  # the seed names the run; its streams continue from the checkpoint
-    # The data module's own checks (batch size, training subset size) run now; the files are read per pack.
-    instantiate(cfg.data, "data", value_range=[0.0, 1.0], batches_per_iteration=member["d_steps"])
+    check_trainer(cfg, member["d_steps"])  # and the callbacks, the evaluation and the diagnostics
+    # The data module's own checks (batch size, training subset size, all four MNIST files) run now.
+    instantiate(cfg.data, "data", value_range=[0.0, 1.0], batches_per_iteration=member["d_steps"]).prepare_data()
+    if done is None:
+        check_run_dir(cfg.run_dir, in_place=bool(resume_from))
     config = OmegaConf.to_container(cfg, resolve=True)
     return MemberPlan(
         job=_job_name(),
@@ -248,7 +341,7 @@ def build_datamodule(cfg: DictConfig, module: GANModule, plans: Sequence[MemberP
     return datamodule
 
 
-def build_trainer(cfg: DictConfig, d_steps: int, plugins: Sequence[Any] = ()) -> L.Trainer:
+def build_trainer(cfg: DictConfig, d_steps: int, plugins: Sequence[Any] = (), quiet: bool = False) -> L.Trainer:
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c is not None]
     if cfg.get("eval"):  # sample quality and diagnostics: callbacks too, each configured by its own group
         callbacks.append(instantiate(cfg.eval, "eval", data_root=cfg.data.root))
@@ -259,14 +352,29 @@ def build_trainer(cfg: DictConfig, d_steps: int, plugins: Sequence[Any] = ()) ->
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if not cfg.trainer.get("enable_checkpointing", True):
         callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
-    return instantiate(
-        cfg.trainer,
-        "trainer",
-        max_steps=lightning_max_steps(cfg.trainer.get("max_steps"), d_steps),
-        callbacks=callbacks,
-        logger=False,  # each member writes its own logs (MemberRun.loggers)
-        plugins=list(plugins) or None,
-    )
+    with _lightning_quiet(quiet):
+        return instantiate(
+            cfg.trainer,
+            "trainer",
+            max_steps=lightning_max_steps(cfg.trainer.get("max_steps"), d_steps),
+            callbacks=callbacks,
+            logger=False,  # each member writes its own logs (MemberRun.loggers)
+            plugins=list(plugins) or None,
+        )
+
+
+@contextmanager
+def _lightning_quiet(quiet: bool) -> Iterator[None]:
+    """Lightning's device banner silenced for a Trainer built only to check the config (it prints when the real
+    one is built)."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def member_runs(plans: Sequence[MemberPlan]) -> list[MemberRun]:
@@ -274,6 +382,7 @@ def member_runs(plans: Sequence[MemberPlan]) -> list[MemberRun]:
     runs = []
     for index, plan in enumerate(plans):
         cfg = plan.cfg
+        claim_run_dir(plan.run_dir)  # held until this process ends: no other run writes here meanwhile
         record = RunResults(plan.run_dir, plan.config)
         previous = RunResults.load(plan.run_dir) if plan.in_place else None
         if previous:
@@ -298,7 +407,7 @@ def check_pack(plans: Sequence[MemberPlan]) -> None:
     """The settings a pack shares, checked before any member of it starts: the Trainer's values and the data."""
     cfg = plans[0].cfg
     d_steps = plans[0].member["d_steps"]
-    build_trainer(cfg, d_steps)
+    check_trainer(cfg, d_steps)
     instantiate(cfg.data, "data", value_range=[0.0, 1.0], batches_per_iteration=d_steps).prepare_data()
 
 
@@ -347,48 +456,85 @@ def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
     trainer = build_trainer(cfg, module.shared["d_steps"], plugins)
     torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
     runs = member_runs(plans)
-    scalars = MemberScalars()
-    trainer.callbacks.append(scalars)
+    scalars, stop = MemberScalars(), SignalStop()
+    trainer.callbacks.extend([scalars, stop])
     for callback in trainer.callbacks:
         if isinstance(callback, MemberCallback):
             callback.bind(runs)
     ckpt_path = resuming[0] if resuming else None
+    try:
+        return _train(plans, module, datamodule, trainer, runs, stop, ckpt_path)
+    finally:
+        for plan in plans:  # the folders are free again (a process that ends frees them anyway)
+            release_run_dir(plan.run_dir)
+
+
+def _train(
+    plans: Sequence[MemberPlan],
+    module: GANModule,
+    datamodule: MNISTDataModule,
+    trainer: L.Trainer,
+    runs: Sequence[MemberRun],
+    stop: SignalStop,
+    ckpt_path: str | None,
+) -> list[dict[str, Any]]:
     start = time.perf_counter()
     failure: str | None = None
+    interrupted: Interrupted | None = None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Interrupted as exc:
+        interrupted = exc
+    except (SIGTERMException, KeyboardInterrupt, SystemExit):  # a signal before the first iteration, or Ctrl-C twice
+        signum = stop.signum or (signal.SIGTERM if trainer.received_sigterm else signal.SIGINT)
+        stop.signum = signum
+        interrupted = Interrupted(signum, stop.reason(module.iteration))
     except RunFailed:
         pass  # every member diverged; each is recorded
     except Exception as exc:  # noqa: BLE001 - recorded for every member still training, then reported
         failure = f"{type(exc).__name__}: {exc}"
-        if len(plans) == 1 and not isinstance(exc, (KeyboardInterrupt,)):
+        if len(plans) == 1:
             _close(runs, module, trainer, failure)
             raise RunFailed("failed", failure) from exc
-    _close(runs, module, trainer, failure)
+    _close(runs, module, trainer, failure, interrupted)
     wall = time.perf_counter() - start
     summaries = [
         _summary(p, r.record.data, trainer.num_training_batches, wall) for p, r in zip(plans, runs, strict=True)
     ]
     for summary, plan in zip(summaries, plans, strict=True):
         _print_summary(summary, plan, len(plans))
+    if interrupted is not None:  # the whole pack stops: the scheduler wants the process gone
+        raise interrupted
     if len(plans) == 1 and summaries[0]["status"] == "diverged":
         raise RunFailed("diverged", summaries[0]["reason"])
     return summaries
 
 
-def _close(runs: Sequence[MemberRun], module: GANModule, trainer: L.Trainer, failure: str | None) -> None:
+def _close(
+    runs: Sequence[MemberRun],
+    module: GANModule,
+    trainer: L.Trainer,
+    failure: str | None,
+    interrupted: Interrupted | None = None,
+) -> None:
     """Every member's results.json says how it ended; loggers are flushed."""
+    module.check_divergence()  # a loss that went non-finite since the last logging step
     scalars = [c for c in trainer.callbacks if isinstance(c, MemberScalars)]
     if scalars:
         scalars[0].on_train_batch_end(trainer, module)  # divergences found in the last step
     for run in runs:
-        if run.record.data["status"] == "running":
-            if failure is not None:
-                run.record.finish("failed", module.iteration, failure)
-            else:
-                run.record.finish("interrupted" if trainer.interrupted else "finished", module.iteration)
-        for logger in run.loggers:
-            logger.finalize("success" if failure is None else "failed")
+        try:
+            if run.record.data["status"] == "running":
+                if failure is not None:
+                    run.record.finish("failed", module.iteration, failure)
+                elif interrupted is not None:
+                    run.record.finish("interrupted", module.iteration, interrupted.reason)
+                else:
+                    run.record.finish("interrupted" if trainer.interrupted else "finished", module.iteration)
+            for logger in run.loggers:
+                logger.finalize("success" if failure is None else "failed")
+        except (StorageError, OSError) as exc:  # a full disk: the run's end goes unrecorded, said here instead
+            print(f"warning: {run.run_dir}: how the run ended could not be recorded: {exc}", file=sys.stderr)
 
 
 def _print_summary(summary: dict[str, Any], plan: MemberPlan, pack_size: int) -> None:

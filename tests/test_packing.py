@@ -182,7 +182,9 @@ def test_a_diverging_member_stops_alone(tmp_path, tiny_mnist):
     summaries = train_pack(packed)
     assert [s["status"] for s in summaries] == ["finished", "diverged", "finished"]
     results = json.loads((Path(packed[1].run_dir) / "results.json").read_text())
-    assert results["status"] == "diverged" and "non-finite loss in iteration 9:" in results["reason"]
+    assert (
+        results["status"] == "diverged" and results["reason"] == "non-finite loss in iteration 1 (found at iteration 9)"
+    )
     assert not (Path(packed[1].run_dir) / "checkpoints" / "last.ckpt").exists()  # it never had a good epoch end
     alone = plans_for(tmp_path, tiny_mnist, {"ok2": members["ok2"]}, [], "div_alone")
     train_pack(alone)

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_report_counts_failed_and_unfinished_runs(sweep, tmp_path):
     res.update(status="diverged", reason="non-finite loss", final=None, evaluations=[])
     (runs[0] / "results.json").write_text(json.dumps(res))
     res = json.loads((runs[1] / "results.json").read_text())
-    res.update(status="running", final=None)  # still running: its latest evaluation counts
+    res.update(status="running", final=None, pid=os.getpid())  # still running (a live writer): latest counts
     (runs[1] / "results.json").write_text(json.dumps(res))
     (runs[2] / "results.json").unlink()  # started, nothing recorded yet
     result = report(partial)
