@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from gan.data import SPLIT_FILES, _existing, check_files, ensure_mnist, load_split, raw_folder, to_flat_images
-from gan.errors import DataError, exits_on_error
+from gan.errors import DataError, check_count, exits_on_error
 from gan.images import IMAGE_SIZE
 from gan.rundir import atomic_write
 
@@ -292,8 +292,14 @@ def legacy_flags(argv: list[str]) -> list[str]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluator")
 def main(cfg: DictConfig) -> dict[str, object]:
     with exits_on_error():
+        if cfg.validate.enabled:  # check the numbers before anything is trained or read
+            check_count("validate.num_images", cfg.validate.num_images, 100, "real images scored per row")
         ev = load_evaluator(cfg.data.root, download=bool(cfg.data.download))
-    summary = {"test_accuracy": round(ev.test_accuracy, 4), "cache": str(ev.path)}
+        summary: dict[str, object] = {"test_accuracy": round(ev.test_accuracy, 4), "cache": str(ev.path)}
+        if cfg.validate.enabled:
+            from gan.corruptions import write_validation
+
+            summary["validation"] = write_validation(ev, cfg.data.root, int(cfg.validate.num_images), cfg.validate.out)
     print(json.dumps(summary))
     return summary
 

@@ -28,6 +28,26 @@ from gan.evaluator import Evaluator
 CONFIDENCE = 0.9
 MODE_SHARE = 0.01
 K_NEAREST = 3
+# Collapse verdicts, from the calibration sets (README "Collapse verdicts"; gan.corruptions.calibration_sets):
+# real digits of 2 classes cover 2 modes, of 9 classes 9, of all 10 classes 10; the fixed-noise diversity of real
+# digits of one class is 0.56 (all ones) to 0.80 (all zeros), of one image repeated 0.0005; every run of the GPU
+# study that failed covered 0 to 2 modes.
+VERDICTS = ("healthy", "partial collapse", "collapsed")
+COLLAPSED_MAX_MODES = 2  # at most this many classes covered: collapsed
+COLLAPSED_MAX_DIVERSITY = 0.5  # the fixed-noise samples less varied than real digits of any one class: collapsed
+PARTIAL_MAX_MODES = 9  # a class missing: partial collapse
+
+
+def collapse_verdict(modes: float, diversity: float = math.nan) -> str:
+    """``healthy``, ``partial collapse`` or ``collapsed`` from the classes the samples cover and (when known) the
+    fixed-noise diversity; a generator with non-finite samples (NaN modes) is collapsed."""
+    if not math.isfinite(modes) or modes <= COLLAPSED_MAX_MODES:
+        return "collapsed"
+    if math.isfinite(diversity) and diversity < COLLAPSED_MAX_DIVERSITY:
+        return "collapsed"
+    return "partial collapse" if modes <= PARTIAL_MAX_MODES else "healthy"
+
+
 METRIC_NAMES = ("fid", "is", "modes", "kl_uniform", "precision", "recall")
 
 

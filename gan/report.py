@@ -6,11 +6,15 @@ still-running sweeps) and writes into SWEEP_DIR:
 - ``results.csv``: one row per run: its overrides, seed, status, final and best metrics, iterations, wall time;
 - ``report.md``: per configuration (the overrides that vary, seed aside) the mean +- std (n) of each final metric
   over seeds, ranked by fid, with the fid's bootstrap 95% interval, whether it is tied with the best (intervals
-  overlap) and the p-value of a Mann-Whitney U test against the best; diverged and failed runs counted, the best
-  and worst configurations named, configurations with fewer than 3 scored seeds flagged;
+  overlap) and the p-value of a Mann-Whitney U test against the best; diverged, failed and collapsed runs
+  counted (with the median iteration of collapse), the best and worst configurations named, configurations with
+  fewer than 3 scored seeds flagged; the rank correlations of the final fid with each run's dead-unit and
+  saturated shares and G's Jacobian conditioning; the runs that did not finish or cannot be read, and why;
 - ``fid_heatmap.png``: mean final fid per (model.g_act, model.d_act) cell, when the sweep varies both;
 - ``curves.png``: fid and losses over training per configuration, mean over seeds with a min-max band;
-- ``samples.png``: the latest sample grid of one run per configuration, side by side.
+- ``samples.png``: the latest sample grid of one run per configuration, side by side;
+- ``mechanism.png``: final fid against G's dead share, saturated share and Jacobian conditioning, one point per
+  run, coloured by configuration.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from omegaconf import OmegaConf
 
 from gan.metrics import METRIC_NAMES
 from gan.rundir import RESULTS_NAME, RunResults
-from gan.seed_stats import MIN_SEEDS, bootstrap_interval, overlaps, rank_test
+from gan.seed_stats import MIN_SEEDS, bootstrap_interval, overlaps, rank_correlation, rank_test
 
 HEATMAP_AXES = ("model.g_act", "model.d_act")
 
@@ -123,6 +127,9 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
         }
         for metric in METRIC_NAMES:
             row[metric] = _mean_std([s[metric] for s in scored])
+        collapses = [r.results.data.get("first_collapse_iteration") for r in members if r.results is not None]
+        row["collapse_iterations"] = [int(i) for i in collapses if i is not None]
+        row["partial"] = sum((r.latest or {}).get("verdict") == "partial collapse" for r in members)
         row["fid_values"] = [s["fid"] for s in scored]
         row["fid_ci"] = bootstrap_interval(row["fid_values"])
         rows.append(row)
@@ -176,6 +183,16 @@ def _fmt_interval(row: dict[str, Any]) -> str:
     return f"{mean:.3g}{interval} ({n}){' †' if n < MIN_SEEDS else ''}"
 
 
+def _fmt_collapse(row: dict[str, Any]) -> str:
+    """ "2 of 3 (median iteration 4690)": runs with an evaluation judged collapsed, and when the first came;
+    "+ 1 partial" for runs whose latest evaluation is a partial collapse."""
+    found = row["collapse_iterations"]
+    cell = f"{len(found)} of {row['runs']}"
+    if found:
+        cell += f" (median iteration {statistics.median(found):.0f})"
+    return cell + (f" + {row['partial']} partial" if row["partial"] else "")
+
+
 def _fmt_versus_best(row: dict[str, Any], rank: int) -> list[str]:
     if row["fid"][2] == 0:
         return ["", ""]
@@ -185,7 +202,13 @@ def _fmt_versus_best(row: dict[str, Any], rank: int) -> list[str]:
     return ["tied" if row["tied_with_best"] else "worse", p]
 
 
-def write_markdown(sweep: Path, runs: Sequence[Run], rows: Sequence[dict[str, Any]], plots: Sequence[str]) -> str:
+def write_markdown(
+    sweep: Path,
+    runs: Sequence[Run],
+    rows: Sequence[dict[str, Any]],
+    plots: Sequence[str],
+    mechanism: dict[str, tuple[float, float, int]] | None = None,
+) -> str:
     statuses: dict[str, int] = defaultdict(int)
     for run in runs:
         statuses[run.status] += 1
@@ -198,13 +221,13 @@ def write_markdown(sweep: Path, runs: Sequence[Run], rows: Sequence[dict[str, An
         "interval of the mean] (runs scored); the others: mean ± std (runs scored). vs best: tied when the "
         "intervals overlap; p: two-sided Mann-Whitney U test of the fids against the best's.",
         "",
-        "| rank | configuration | runs | diverged | failed | fid | vs best | p | "
+        "| rank | configuration | runs | diverged | failed | collapsed | fid | vs best | p | "
         + " | ".join(m for m in METRIC_NAMES if m != "fid")
         + " |",
-        "|---|---|---|---|---|---|---|---|" + "---|" * (len(METRIC_NAMES) - 1),
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * (len(METRIC_NAMES) - 1),
     ]
     for i, row in enumerate(rows, 1):
-        cells = [str(i), row["config"], str(row["runs"]), str(row["diverged"]), str(row["failed"])]
+        cells = [str(i), row["config"], str(row["runs"]), str(row["diverged"]), str(row["failed"]), _fmt_collapse(row)]
         cells += [_fmt_interval(row), *_fmt_versus_best(row, i)]
         lines.append("| " + " | ".join(cells + [_fmt(row[m]) for m in METRIC_NAMES if m != "fid"]) + " |")
     if any(0 < r["fid"][2] < MIN_SEEDS for r in rows):
@@ -219,6 +242,28 @@ def write_markdown(sweep: Path, runs: Sequence[Run], rows: Sequence[dict[str, An
             f"Best configuration: **{scored[0]['config']}** (fid {_fmt(scored[0]['fid'])}).",
             f"Worst configuration: **{scored[-1]['config']}** (fid {_fmt(scored[-1]['fid'])}).",
         ]
+    lines += [
+        "",
+        "Collapsed: runs with an evaluation judged `collapsed` (at most 2 digit classes covered, or fixed-noise "
+        "samples less varied than real digits of one class; thresholds from calibration sets, in the README), with "
+        "the median iteration of the first such evaluation; partial: runs whose latest evaluation covers 3 to 9 "
+        "classes.",
+    ]
+    if mechanism:
+        lines += [
+            "",
+            "What goes with quality (Spearman rank correlation of each run's final fid with its last diagnostics "
+            "probe; positive: more of it, worse fid):",
+            "",
+            "| mechanism | Spearman rho | p | runs |",
+            "|---|---|---|---|",
+        ]
+        for name, (rho, p, n) in mechanism.items():
+            lines.append(
+                f"| {name} | {rho:.2f} | {p:.3g} | {n} |"
+                if n >= 3 and math.isfinite(rho)
+                else f"| {name} | n/a | | {n} |"
+            )
     stopped = [r for r in runs if r.status in ("killed", "interrupted", "failed") or r.problem]
     if stopped:
         lines += [
@@ -348,6 +393,64 @@ def plot_samples(runs: Sequence[Run], path: Path) -> bool:
     return True
 
 
+MECHANISMS = {  # name in the report -> how to read it from a run's results.json
+    "G dead-unit share": ("diagnostics", "G_dead"),
+    "G saturated share": ("diagnostics", "G_saturated"),
+    "D dead-unit share": ("diagnostics", "D_dead"),
+    "D saturated share": ("diagnostics", "D_saturated"),
+    "G Jacobian log condition number": ("latest", "jacobian_log_cond_mean"),
+}
+
+
+def mechanism_values(run: Run) -> dict[str, float]:
+    """A run's mechanism measurements (NaN when it has none): its last diagnostics probe, and G's Jacobian
+    conditioning at its latest evaluation (or at the last probe)."""
+    data = run.results.data if run.results else {}
+    sources = {"diagnostics": data.get("diagnostics") or {}, "latest": run.latest or {}}
+    values = {}
+    for name, (source, key) in MECHANISMS.items():
+        value = sources[source].get(key)
+        if value is None and key.startswith("jacobian"):
+            value = sources["diagnostics"].get(f"G_{key}")
+        values[name] = float(value) if isinstance(value, (int, float)) else math.nan
+    return values
+
+
+def mechanism(runs: Sequence[Run]) -> dict[str, tuple[float, float, int]]:
+    """Spearman's rho (p, runs) of the final fid against each mechanism, over the runs that have both."""
+    scored = [r for r in runs if r.latest and isinstance(r.latest.get("fid"), (int, float))]
+    fids = [r.latest["fid"] for r in scored]
+    values = [mechanism_values(r) for r in scored]
+    return {name: rank_correlation(fids, [v[name] for v in values]) for name in MECHANISMS}
+
+
+def plot_mechanism(runs: Sequence[Run], path: Path) -> bool:
+    """Final fid against G's dead share, saturated share and Jacobian conditioning: one panel each, a colour per
+    configuration."""
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in runs if r.latest and isinstance(r.latest.get("fid"), (int, float))]
+    names = ["G dead-unit share", "G saturated share", "G Jacobian log condition number"]
+    if not any(math.isfinite(mechanism_values(r)[n]) for r in scored for n in names):
+        return False
+    labels = sorted({r.label for r in scored})
+    colours = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), sharey=True)
+    for ax, name in zip(axes, names, strict=True):
+        for i, label in enumerate(labels):
+            points = [(mechanism_values(r)[name], r.latest["fid"]) for r in scored if r.label == label]
+            ax.scatter(*zip(*points, strict=True), s=18, color=colours(i % 20), label=label)
+        ax.set_xlabel(name)
+        ax.set_yscale("log")
+    axes[0].set_ylabel("final fid")
+    if len(labels) <= 20:
+        axes[-1].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _plotted(name: str, plot: Any, path: Path) -> bool:
     """One figure; a figure that cannot be drawn (a damaged event file or image) is left out, said, and the rest of
     the report is still written."""
@@ -379,10 +482,11 @@ def report(sweep: str | Path) -> dict[str, Any]:
             ("fid_heatmap.png", lambda path: plot_heatmap(rows, path)),
             ("curves.png", lambda path: plot_curves(runs, path)),
             ("samples.png", lambda path: plot_samples(runs, path)),
+            ("mechanism.png", lambda path: plot_mechanism(runs, path)),
         )
         if _plotted(name, plot, sweep / name)
     ]
-    write_markdown(sweep, runs, rows, plots)
+    write_markdown(sweep, runs, rows, plots, mechanism(runs))
     return {"runs": len(runs), "configurations": rows, "plots": plots}
 
 

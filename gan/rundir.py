@@ -134,6 +134,7 @@ class RunResults:
             "evaluations": [],
             "best": None,
             "final": None,
+            "first_collapse_iteration": None,  # the first evaluation whose verdict was "collapsed"
         }
 
     # ------------------------------------------------------------------ reading
@@ -251,6 +252,8 @@ class RunResults:
         """Append one evaluation (and make it the best one when it improves the fid)."""
         if self.improves(record["fid"]):
             self.data["best"] = {**record, "checkpoint": checkpoint}
+        if record.get("verdict") == "collapsed" and self.data.get("first_collapse_iteration") is None:
+            self.data["first_collapse_iteration"] = record["iteration"]
         self.data["evaluations"].append(record)
         self.data["iterations"] = record["iteration"]
         self.data["wall_s"] = record["wall_s"]
@@ -266,6 +269,7 @@ class RunResults:
         """A study resumed in place keeps the evaluations (and best) its interrupted run recorded."""
         self.data["evaluations"] = previous.evaluations
         self.data["best"] = previous.best
+        self.data["first_collapse_iteration"] = previous.data.get("first_collapse_iteration")
         self.data["resumed"] = previous.data.get("resumed", 0) + 1
         self._start -= float(previous.data.get("wall_s") or 0.0)
 

@@ -25,7 +25,7 @@ from gan.callbacks import MemberCallback, save_member_checkpoints
 from gan.diagnostics import jacobian_conditioning
 from gan.errors import check_count, check_fraction
 from gan.evaluator import MIN_TEST_ACCURACY, Evaluator, load_evaluator
-from gan.metrics import K_NEAREST, METRIC_NAMES, diversity, features_metrics
+from gan.metrics import K_NEAREST, METRIC_NAMES, VERDICTS, collapse_verdict, diversity, features_metrics
 
 BEST_CHECKPOINT = "checkpoints/best-fid.ckpt"
 
@@ -204,7 +204,6 @@ class SampleQuality(MemberCallback):
         for run in live:
             k = run.index
             logged = {f"{prefix}/{name}": v for prefix, values in scored.items() for name, v in values[k].items()}
-            run.log_metrics(logged, iteration)
             record = {
                 "epochs": round(iteration / max(1, trainer.num_training_batches), 3),  # completed, as a float
                 "iteration": iteration,
@@ -214,6 +213,9 @@ class SampleQuality(MemberCallback):
                 "diversity": self._diversity.get(k, math.nan),
                 **{f"jacobian_{name}": values[k] for name, values in conditioning.items()},
             }
+            record["verdict"] = collapse_verdict(record["modes"], record["diversity"])
+            logged["eval/collapse"] = float(VERDICTS.index(record["verdict"]))  # 0 healthy, 1 partial, 2 collapsed
+            run.log_metrics(logged, iteration)
             if "eval_no_ema" in scored:
                 record["no_ema"] = scored["eval_no_ema"][k]
             checkpointing = bool(trainer.checkpoint_callbacks)

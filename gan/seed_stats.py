@@ -57,3 +57,15 @@ def overlaps(first: tuple[float, float], second: tuple[float, float]) -> bool:
     if any(math.isnan(v) for v in (*first, *second)):
         return True
     return first[0] <= second[1] and second[0] <= first[1]
+
+
+def rank_correlation(x: Sequence[float | None], y: Sequence[float | None]) -> tuple[float, float, int]:
+    """(Spearman's rho, its two-sided p-value, pairs used) over the pairs where both values are finite; nan for
+    fewer than 3 pairs or a constant side."""
+    from scipy.stats import spearmanr
+
+    pairs = [(float(a), float(b)) for a, b in zip(x, y, strict=True) if _finite([a]) and _finite([b])]
+    if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
+        return math.nan, math.nan, len(pairs)
+    result = spearmanr([a for a, _ in pairs], [b for _, b in pairs])
+    return float(result.statistic), float(result.pvalue), len(pairs)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gan.metrics import METRIC_NAMES
+from gan.metrics import METRIC_NAMES, VERDICTS, collapse_verdict
 from tests.conftest import SCALAR_TAGS, _cli, run, scalars
 
 pytestmark = pytest.mark.slow  # every test trains a run and scores it with a freshly trained evaluator
@@ -44,9 +44,14 @@ def test_evaluations_are_logged_recorded_and_checkpointed(tmp_path, tiny_mnist):
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["model/g_act"].string_value == "relu"
     diversity = dict(series["eval/diversity"])
+    verdicts = dict(series["eval/collapse"])  # 0 healthy, 1 partial, 2 collapsed
     for record in results["evaluations"]:  # the fixed-noise diversity and G's conditioning at each evaluation
         assert record["diversity"] == pytest.approx(diversity[record["iteration"]])
+        assert record["verdict"] == collapse_verdict(record["modes"], record["diversity"])
+        assert verdicts[record["iteration"]] == VERDICTS.index(record["verdict"])
         assert math.isfinite(record["jacobian_log_cond_mean"]) and record["jacobian_log_cond_std"] >= 0
+    collapsed = [e["iteration"] for e in results["evaluations"] if e["verdict"] == "collapsed"]
+    assert results["first_collapse_iteration"] == (collapsed[0] if collapsed else None)
 
 
 def test_evaluation_does_not_change_training(tmp_path, tiny_mnist):

@@ -91,3 +91,13 @@ def test_diversity_is_zero_for_copies_and_one_for_the_reference_itself():
     real = torch.randn(64, 8, generator=torch.Generator().manual_seed(4))
     assert diversity(real, real) == pytest.approx(1.0)
     assert diversity(real[:1].repeat(64, 1), real) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_collapse_verdict_thresholds():
+    from gan.metrics import collapse_verdict
+
+    assert collapse_verdict(10, 0.9) == "healthy" and collapse_verdict(10) == "healthy"
+    assert collapse_verdict(9, 0.9) == "partial collapse" and collapse_verdict(3, 0.9) == "partial collapse"
+    assert collapse_verdict(2, 0.9) == "collapsed" and collapse_verdict(0) == "collapsed"
+    assert collapse_verdict(10, 0.3) == "collapsed"  # ten classes, but the same few images
+    assert collapse_verdict(float("nan"), float("nan")) == "collapsed"

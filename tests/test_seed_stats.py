@@ -73,7 +73,7 @@ def test_overlaps():
     assert overlaps((math.nan, math.nan), (1, 2))
 
 
-def _write_run(sweep, name, overrides, fid):
+def _write_run(sweep, name, overrides, fid, collapsed_at=None, dead=None):
     run = sweep / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
@@ -87,7 +87,11 @@ def _write_run(sweep, name, overrides, fid):
         "iteration": 10,
         "epochs": 1.0,
     }
+    if collapsed_at is not None:
+        final["verdict"] = "collapsed"
     record = {
+        "first_collapse_iteration": collapsed_at,
+        "diagnostics": {} if dead is None else {"G_dead": dead},
         "status": "finished",
         "seed": int(overrides[-1].split("=")[1]),
         "config": {},
@@ -103,9 +107,13 @@ def _write_run(sweep, name, overrides, fid):
 def test_the_report_ranks_with_intervals_ties_and_p_values(tmp_path):
     sweep = tmp_path / "sweep"
     fids = {"elu": [10.0, 11.0, 12.0], "tanh": [11.5, 13.0, 14.0], "relu": [90.0, 95.0, 99.0], "gelu": [20.0, 21.0]}
+    collapsed = {("relu", 0): 400, ("relu", 2): 900}  # (act, seed) -> iteration of the first collapsed verdict
+    dead = {}
     for act, values in fids.items():
         for seed, fid in enumerate(values):
-            _write_run(sweep, f"{act}_{seed}", [f"model.g_act={act}", f"seed={seed}"], fid)
+            dead[(act, seed)] = 0.01 * fid + 0.1 * seed  # a dead share that mostly goes with the fid
+            overrides = [f"model.g_act={act}", f"seed={seed}"]
+            _write_run(sweep, f"{act}_{seed}", overrides, fid, collapsed.get((act, seed)), dead[(act, seed)])
     report(sweep)
     text = (sweep / "report.md").read_text()
     rows = {
@@ -113,9 +121,17 @@ def test_the_report_ranks_with_intervals_ties_and_p_values(tmp_path):
     }
     best = rows["model.g_act=elu"]
     lo, hi = bootstrap_interval(fids["elu"])
-    assert best[5] == f"11 [{lo:.3g}, {hi:.3g}] (3)" and best[6] == "best"
-    assert rows["model.g_act=tanh"][6] == "tied"  # its interval reaches into elu's
-    assert rows["model.g_act=relu"][6] == "worse"
-    assert rows["model.g_act=relu"][7] == f"{exact_u_p_value(fids['elu'], fids['relu']):.2g}"
-    assert rows["model.g_act=gelu"][5].endswith("(2) †") and "fewer than 3 seeds" in text
+    assert best[6] == f"11 [{lo:.3g}, {hi:.3g}] (3)" and best[7] == "best"
+    assert rows["model.g_act=tanh"][7] == "tied"  # its interval reaches into elu's
+    assert rows["model.g_act=relu"][7] == "worse"
+    assert rows["model.g_act=relu"][8] == f"{exact_u_p_value(fids['elu'], fids['relu']):.2g}"
+    assert rows["model.g_act=gelu"][6].endswith("(2) †") and "fewer than 3 seeds" in text
+    assert rows["model.g_act=relu"][5] == "2 of 3 (median iteration 650)" and best[5] == "0 of 3"
+    # the rank correlation against a direct computation (Spearman = Pearson of the ranks; no ties here)
+    keys = list(dead)
+    fid_ranks = np.argsort(np.argsort([fids[a][s] for a, s in keys]))
+    dead_ranks = np.argsort(np.argsort([dead[k] for k in keys]))
+    rho = np.corrcoef(fid_ranks, dead_ranks)[0, 1]
+    assert f"| G dead-unit share | {rho:.2f} | " in text and f" | {len(keys)} |" in text
+    assert (sweep / "mechanism.png").stat().st_size > 0
     assert "Not distinguishable from the best at these seeds (intervals overlap): model.g_act=tanh" in text
