@@ -86,7 +86,10 @@ def check_activation(name: str, params: Mapping[str, Any] | None = None, where: 
             )
     try:  # the values too: the module is built and applied once, as a network would
         module = spec.factory(**dict(params or {}))
-        module(torch.linspace(-2, 2, 2 * getattr(module, "num_parameters", 1)).view(2, -1))
+        with torch.no_grad():
+            out = module(torch.linspace(-2, 2, 2 * getattr(module, "num_parameters", 1)).view(2, -1))
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError("it outputs NaN or infinite values for inputs in [-2, 2]")
         spec.bounds(dict(params or {}))
     except (TypeError, ValueError, RuntimeError, AssertionError) as exc:
         raise ConfigError(

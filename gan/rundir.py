@@ -49,8 +49,14 @@ def claim_run_dir(run_dir: str | Path) -> None:
     folder = Path(run_dir).resolve()
     if folder in HELD_LOCKS:
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the life of the process
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the life of the process
+    except OSError as exc:
+        raise StorageError(
+            f"Cannot create the run folder {folder}: {exc.strerror or exc}. Choose a writable place (hydra.run.dir "
+            f"or hydra.sweep.dir)."
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

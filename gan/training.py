@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gan.callbacks import MemberCallback, MemberScalars, SignalStop
 from gan.checkpoints import read_checkpoint
 from gan.data import MNISTDataModule
-from gan.errors import ConfigError, Interrupted, RunFailed, StorageError
+from gan.errors import ConfigError, Interrupted, RunFailed, StorageError, check_count
 from gan.metrics import METRIC_NAMES
 from gan.module import GANModule
 from gan.packing import DATAMODULE_KEY, activation_order, merge_checkpoints
@@ -289,6 +289,8 @@ def check_run_dir(run_dir: str | Path, in_place: bool) -> None:
 def prepare(cfg: DictConfig) -> MemberPlan:
     """Check one job's config (every value, before anything is written) and settle how it resumes."""
     check_schema(cfg)
+    for key in ("seed", "data.seed", "data.subset_seed", "eval.seed", "model.fixed_noise_seed"):
+        check_count(key, OmegaConf.select(cfg, key), 0, "random seeds are integers from 0 to 2**32 - 1")
     resume_from, done = _study_resume(cfg)
     with open_dict(cfg):
         cfg.run_dir = str(Path(cfg.run_dir).resolve())
@@ -449,6 +451,12 @@ def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
     module = GANModule(members=[p.member for p in plans])
     module.run_configs = [p.config for p in plans]
     datamodule = build_datamodule(cfg, module, plans)
+    limit = cfg.trainer.get("limit_train_batches")
+    if isinstance(limit, float) and int(limit * datamodule.batches_per_epoch) < 1:
+        raise ConfigError(
+            f"trainer.limit_train_batches={limit} of {datamodule.batches_per_epoch} batches per epoch is less than "
+            f"one batch. Use a larger fraction, or a number of batches (an int)."
+        )
     resuming = [p.ckpt_path for p in plans if p.ckpt_path]
     if resuming and len(resuming) != len(plans):
         raise ConfigError("a pack either resumes every member or none (gan.train groups them so)")

@@ -2,6 +2,7 @@
 each member's run directory is what a run alone writes; a diverging member stops alone; evaluation is batched."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -171,20 +172,19 @@ def test_pack_keys_separate_what_a_pack_must_share():
 
 @pytest.mark.slow
 def test_a_diverging_member_stops_alone(tmp_path, tiny_mnist):
-    """A NaN leaky slope makes member 1's D output NaN at once: it is recorded diverged and frozen, the others
-    train exactly as they do alone."""
+    """A learning rate of 1e30 makes member 1's losses non-finite within a few iterations: it is recorded diverged
+    and frozen, the others train exactly as they do alone."""
     members = {
         "ok": [],
-        "nan": ["seed=1", "model.act_params.leaky_relu.negative_slope=nan"],
+        "nan": ["seed=1", "model.optimizer_g.lr=1e30", "model.optimizer_d.lr=1e30"],
         "ok2": ["seed=2", "model.d_act=elu"],
     }
     packed = plans_for(tmp_path, tiny_mnist, members, [], "div")
     summaries = train_pack(packed)
     assert [s["status"] for s in summaries] == ["finished", "diverged", "finished"]
     results = json.loads((Path(packed[1].run_dir) / "results.json").read_text())
-    assert (
-        results["status"] == "diverged" and results["reason"] == "non-finite loss in iteration 1 (found at iteration 9)"
-    )
+    assert results["status"] == "diverged"
+    assert re.fullmatch(r"non-finite loss in iteration \d+( \(found at iteration \d+\))?", results["reason"])
     assert not (Path(packed[1].run_dir) / "checkpoints" / "last.ckpt").exists()  # it never had a good epoch end
     alone = plans_for(tmp_path, tiny_mnist, {"ok2": members["ok2"]}, [], "div_alone")
     train_pack(alone)
