@@ -233,8 +233,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.batch_size=128")
     args = parser.parse_args(argv)
-    if min(args.members, args.iters, args.rounds, args.warmup, args.sequential, args.pack_iters or 1) < 1:
+    pack_iters_given = 1 if args.pack_iters is None else args.pack_iters
+    if min(args.members, args.iters, args.rounds, args.warmup, args.sequential, pack_iters_given) < 1:
         parser.error("--members, --iters, --pack-iters, --rounds, --warmup and --sequential must be positive")
+    if args.sequential > args.members:
+        parser.error(f"--sequential {args.sequential}: at most --members ({args.members}) of the pack run alone")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but this machine has no usable CUDA GPU; use --device cpu")
     device = torch.device(args.device)

@@ -6,6 +6,7 @@ file that is missing, unreadable or not this lab's is refused with one ``Checkpo
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,20 @@ def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]
         raise CheckpointError(f"{what}={str(path)!r}: no such checkpoint file (looked at {path.resolve()}).")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unreadable or foreign file -> one clear message
+    except pickle.UnpicklingError as exc:  # torch's refusal of anything but tensors and plain containers
+        why = "it holds objects other than tensors and plain containers (such a file can run code when loaded)"
+        if "Weights only load failed" not in str(exc):
+            why = f"it is damaged or not a torch file ({str(exc).splitlines()[0][:120]})"
         raise CheckpointError(
-            f"{what}={str(path)!r} is not a readable checkpoint of this lab ({type(exc).__name__}: {exc})."
-        ) from exc
+            f"{what}={str(path)!r} is not a readable checkpoint of this lab: {why}. It was not loaded; use a "
+            f"checkpoint written by gan.train (RUN_DIR/checkpoints/*.ckpt)."
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - unreadable or foreign file -> one clear message
+        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise CheckpointError(
+            f"{what}={str(path)!r} is not a readable checkpoint of this lab ({type(exc).__name__}: {first}); use a "
+            f"checkpoint written by gan.train (RUN_DIR/checkpoints/*.ckpt)."
+        ) from None
     if not isinstance(ckpt, dict) or "members" not in ckpt.get("hyper_parameters", {}):
         raise CheckpointError(
             f"{what}={str(path)!r} was not written by this lab's gan.train (no member hyperparameters)."
@@ -80,6 +91,8 @@ def check_sampling_args(cfg: DictConfig, min_samples: int = 1) -> None:
     check_count("seed", cfg.seed, 0, "the noise seed")
     if "nrow" in cfg:
         check_count("nrow", cfg.nrow, 1, "images per row of the PNG grid")
+    if cfg.get("out") and not str(cfg.out).lower().endswith(".png"):
+        raise ConfigError(f"out={cfg.out!r}: the sample grid is a PNG file; name it NAME.png (or out=null for none).")
     if cfg.device not in DEVICES:
         raise ConfigError(f"device={cfg.device!r} is not valid; valid choices: {', '.join(DEVICES)}.")
     if cfg.device == "cuda" and not torch.cuda.is_available():

@@ -25,11 +25,11 @@ from pathlib import Path
 import hydra
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from gan.data import SPLIT_FILES, _existing, check_files, ensure_mnist, load_split, raw_folder, to_flat_images
-from gan.errors import DataError, check_count, exits_on_error
+from gan.errors import ConfigError, DataError, check_count, exits_on_error
 from gan.images import IMAGE_SIZE
 from gan.rundir import atomic_write
 
@@ -292,6 +292,9 @@ def legacy_flags(argv: list[str]) -> list[str]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluator")
 def main(cfg: DictConfig) -> dict[str, object]:
     with exits_on_error():
+        for key in ("data.download", "validate.enabled"):
+            if not isinstance(OmegaConf.select(cfg, key), bool):
+                raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r}: valid choices are true and false.")
         if cfg.validate.enabled:  # check the numbers before anything is trained or read
             check_count("validate.num_images", cfg.validate.num_images, 100, "real images scored per row")
         ev = load_evaluator(cfg.data.root, download=bool(cfg.data.download))

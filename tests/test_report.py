@@ -41,8 +41,8 @@ def sweep(tmp_path_factory, tiny_mnist):
 def test_report_numbers_match_the_results_files(sweep):
     result = report(sweep)
     assert result["runs"] == 8 and len(result["configurations"]) == 4
-    assert set(result["plots"]) == {"fid_heatmap.png", "curves.png", "samples.png"}
-    for name in ("report.md", "results.csv", "fid_heatmap.png", "curves.png", "samples.png"):
+    assert set(result["plots"]) == {"fid_heatmap.png", "curves.png", "samples.png", "mechanism.png"}
+    for name in ("report.md", "results.csv", "fid_heatmap.png", "curves.png", "samples.png", "mechanism.png"):
         assert (sweep / name).stat().st_size > 0
     # direct computation from the results.json files
     by_config: dict[tuple[str, str], list[float]] = {}
