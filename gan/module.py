@@ -167,6 +167,8 @@ def member_hparams(
         ("model.d_out_act", d_out_act),
     ):
         check_activation(name, act_params.get(name), key)
+    for name, params in act_params.items():  # every entry of the table, used by a layer now or not
+        check_activation(name, params, f"model.act_params.{name}")
     check_norm(g_norm, "model.g_norm")
     check_norm(d_norm, "model.d_norm")
     if int(d_steps) < 1:

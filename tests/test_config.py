@@ -99,6 +99,8 @@ def test_activation_parameters_from_the_command_line():
             ["model.g_act=elu", "model.act_params.elu.alpha=abc"],
             r"^model.act_params.elu=\{'alpha': 'abc'\} is not valid",
         ),
+        (["model.act_params.elu.alpha=abc"], r"^model.act_params.elu=\{'alpha': 'abc'\} is not valid"),  # unused too
+        (["model.act_params.softplus.beta=0", "model.g_act=softplus"], "outputs NaN or infinite values"),
         (["eval.num_samples=0"], "^eval.num_samples must be an integer >= 4"),
         (["eval.every_n_epochs=-1"], "^eval.every_n_epochs must be an integer >= 0"),
         (["eval.min_evaluator_accuracy=1.5"], r"^eval.min_evaluator_accuracy must be a number in \[0, 1\]"),

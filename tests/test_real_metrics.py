@@ -46,11 +46,11 @@ def test_noise_and_one_digit_score_far_worse(evaluator, train_split):
 
 
 def test_fid_rises_with_every_corruption_s_severity(evaluator):
-    """The corruption study (``python -m gan.evaluator validate.enabled=true``) on 1,000 real images: for each of
+    """The corruption study (``python -m gan.evaluator validate.enabled=true``) on 600 real images: for each of
     the six corruptions the fid grows strictly from clean through severities 1 to 4."""
     from gan.corruptions import CORRUPTIONS, validate_metrics
 
-    rows = validate_metrics(evaluator, str(REAL_MNIST), num_images=1000, fid_only=True)
+    rows = validate_metrics(evaluator, str(REAL_MNIST), num_images=600, fid_only=True)
     for name in CORRUPTIONS:
         fids = [r["fid"] for r in rows if r["corruption"] == name]
         assert len(fids) == 5 and all(a < b for a, b in zip(fids, fids[1:], strict=False)), (name, fids)
@@ -65,13 +65,13 @@ def test_collapse_verdicts_on_the_calibration_sets(evaluator, train_split):
 
     def verdict(x: torch.Tensor) -> tuple[str, float]:
         flat = to_flat_images(x, (0.0, 1.0))
-        m = score_samples(evaluator, flat[:2000], (0.0, 1.0))
+        m = score_samples(evaluator, flat[:1000], (0.0, 1.0))
         div = diversity(evaluator.embed(flat[:64], (0.0, 1.0))[0], evaluator.test_features)
         return collapse_verdict(m["modes"], div), div
 
-    assert verdict(images[:2000])[0] == "healthy"
-    assert verdict(images[labels < 9][:2000])[0] == "partial collapse"
-    assert verdict(images[labels < 2][:2000])[0] == "collapsed"
+    assert verdict(images[:1000])[0] == "healthy"
+    assert verdict(images[labels < 9][:1000])[0] == "partial collapse"
+    assert verdict(images[labels < 2][:1000])[0] == "collapsed"
     ones, div = verdict(images[labels == 1])
     assert ones == "collapsed" and div > COLLAPSED_MAX_DIVERSITY
-    assert verdict(images[:1].repeat(2000, 1, 1))[0] == "collapsed"
+    assert verdict(images[:1].repeat(1000, 1, 1))[0] == "collapsed"
