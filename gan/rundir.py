@@ -42,8 +42,9 @@ STALE_S = 900.0  # a "running" record from another machine whose heartbeat is ol
 HELD_LOCKS: dict[Path, Any] = {}
 
 
-def claim_run_dir(run_dir: str | Path) -> None:
-    """Take ``run_dir``'s lock for this process (again: a no-op); a ConfigError names the process holding it."""
+def claim_run_dir(run_dir: str | Path, keep: bool = True) -> None:
+    """Take ``run_dir``'s lock for this process (again: a no-op); a ConfigError names the process holding it.
+    ``keep=False`` only checks that no live process holds it: the lock is given back and its file left as it was."""
     import fcntl
 
     folder = Path(run_dir).resolve()
@@ -67,6 +68,9 @@ def claim_run_dir(run_dir: str | Path) -> None:
             f"{folder} is being written by a live run ({holder}): a run folder belongs to one run. Wait for it to "
             f"end, or write elsewhere (another hydra.run.dir or hydra.sweep.dir)."
         ) from None
+    if not keep:
+        handle.close()  # closing the file gives the lock back
+        return
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")

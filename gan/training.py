@@ -273,8 +273,7 @@ def check_run_dir(run_dir: str | Path, in_place: bool) -> None:
     if not folder.is_dir():
         return  # nobody writes there yet
     if folder not in HELD_LOCKS:  # a lock this process holds is its own run
-        claim_run_dir(folder)  # taken and given back: the process that trains takes it for good
-        release_run_dir(folder)
+        claim_run_dir(folder, keep=False)  # the process that trains takes it for good
     previous = RunResults.problem(folder) != "no results.json"
     if previous and not in_place and not in_multirun():
         record = RunResults.load(folder)

@@ -184,13 +184,13 @@ def test_a_folder_that_holds_a_run_is_never_reused(tmp_path, tiny_mnist):
     from gan.errors import ConfigError
 
     _, first = run(tmp_path, "first", tiny_mnist)
-    before = {p: p.read_bytes() for p in first.rglob("*") if p.is_file() and p.name != ".lock"}
+    before = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}  # the lock file's text included
     with pytest.raises(ConfigError, match="already holds a run .status finished, 8 iterations.*ckpt_path="):
         run(tmp_path, "first", tiny_mnist, "seed=3")
     proc = _cli("gan.train", *fast_overrides(tiny_mnist), "seed=4", f"hydra.run.dir={first}", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: " in proc.stderr and "already holds a run" in proc.stderr
-    assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
 
 
 def test_a_folder_being_written_by_a_live_process_is_refused(tmp_path):
