@@ -32,7 +32,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from gan.metrics import METRIC_NAMES
+from gan.metrics import METRIC_NAMES, collapse_verdict
 from gan.rundir import RESULTS_NAME, RunResults
 from gan.seed_stats import MIN_SEEDS, bootstrap_interval, overlaps, rank_correlation, rank_test
 
@@ -69,6 +69,31 @@ class Run:
     def latest(self) -> dict[str, Any] | None:
         """The final evaluation, or for a running job its latest one."""
         return self.results.latest if self.results else None
+
+
+def verdict_of(record: dict[str, Any] | None) -> str | None:
+    """An evaluation's collapse verdict. One recorded before verdicts were (a sweep of an older version of the lab)
+    is judged now by the same thresholds from its classes covered (and its diversity, when it was recorded)."""
+    if not record:
+        return None
+    if record.get("verdict"):
+        return str(record["verdict"])
+    modes = record.get("modes")
+    if not isinstance(modes, (int, float)):
+        return None
+    diversity = record.get("diversity")
+    return collapse_verdict(float(modes), float(diversity) if isinstance(diversity, (int, float)) else math.nan)
+
+
+def first_collapse(run: Run) -> int | None:
+    """The iteration of the run's first evaluation judged collapsed (recorded, or judged now for older records)."""
+    if run.results is None:
+        return None
+    recorded = run.results.data.get("first_collapse_iteration")
+    if recorded is not None:
+        return int(recorded)
+    found = (e.get("iteration") for e in run.results.evaluations if verdict_of(e) == "collapsed")
+    return next((int(i) for i in found if isinstance(i, (int, float))), None)
 
 
 def _overrides(job: Path) -> dict[str, str]:
@@ -127,9 +152,8 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
         }
         for metric in METRIC_NAMES:
             row[metric] = _mean_std([s[metric] for s in scored])
-        collapses = [r.results.data.get("first_collapse_iteration") for r in members if r.results is not None]
-        row["collapse_iterations"] = [int(i) for i in collapses if i is not None]
-        row["partial"] = sum((r.latest or {}).get("verdict") == "partial collapse" for r in members)
+        row["collapse_iterations"] = [i for i in map(first_collapse, members) if i is not None]
+        row["partial"] = sum(verdict_of(r.latest) == "partial collapse" for r in members)
         row["fid_values"] = [s["fid"] for s in scored]
         row["fid_ci"] = bootstrap_interval(row["fid_values"])
         rows.append(row)
@@ -145,7 +169,8 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
 def write_csv(runs: Sequence[Run], path: Path) -> None:
     varying = list(runs[0].varying) if runs else []
     columns = ["run", "config", *varying, "seed", "status", "reason", "iterations", "wall_s"]
-    columns += [f"final_{m}" for m in METRIC_NAMES] + ["best_iteration"] + [f"best_{m}" for m in METRIC_NAMES]
+    columns += [f"final_{m}" for m in METRIC_NAMES] + ["final_verdict", "first_collapse_iteration"]
+    columns += ["best_iteration"] + [f"best_{m}" for m in METRIC_NAMES]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, columns)
         writer.writeheader()
@@ -161,6 +186,8 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
                 "reason": (res.reason if res else run.problem) or "",
                 "iterations": res.iterations if res else "",
                 "wall_s": res.data.get("wall_s", "") if res else "",
+                "final_verdict": verdict_of(run.latest) or "",
+                "first_collapse_iteration": "" if (collapsed_at := first_collapse(run)) is None else collapsed_at,
                 "best_iteration": best.get("iteration", ""),
             }
             row.update({f"final_{m}": latest.get(m, "") for m in METRIC_NAMES})
@@ -431,14 +458,15 @@ def plot_mechanism(runs: Sequence[Run], path: Path) -> bool:
 
     scored = [r for r in runs if r.latest and isinstance(r.latest.get("fid"), (int, float))]
     names = ["G dead-unit share", "G saturated share", "G Jacobian log condition number"]
-    if not any(math.isfinite(mechanism_values(r)[n]) for r in scored for n in names):
+    values = {id(r): mechanism_values(r) for r in scored}
+    if not any(math.isfinite(values[id(r)][n]) for r in scored for n in names):
         return False
     labels = sorted({r.label for r in scored})
     colours = plt.get_cmap("tab20")
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), sharey=True)
     for ax, name in zip(axes, names, strict=True):
         for i, label in enumerate(labels):
-            points = [(mechanism_values(r)[name], r.latest["fid"]) for r in scored if r.label == label]
+            points = [(values[id(r)][name], r.latest["fid"]) for r in scored if r.label == label]
             ax.scatter(*zip(*points, strict=True), s=18, color=colours(i % 20), label=label)
         ax.set_xlabel(name)
         ax.set_yscale("log")

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from gan.report import report
 from tests.conftest import _cli, compose_train, fast_overrides, scalars
 
 pytestmark = pytest.mark.slow  # every test runs a sweep with python -m gan.train
@@ -57,12 +58,7 @@ def test_a_packed_sweep_gives_the_same_runs_as_the_unpacked_one(tmp_path, tiny_m
         assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wb)
         sa, sb = scalars(job), scalars(other)
         assert [v for _, v in sa["train/g_loss"]] == pytest.approx([v for _, v in sb["train/g_loss"]], abs=1e-5)
-    report = _cli("gan.report", str(packed), cwd=tmp_path)
-    assert (
-        report.returncode == 0
-        and (packed / "report.md").is_file()
-        and "4 runs: 4 finished" in (packed / "report.md").read_text()
-    )
+    assert report(packed)["runs"] == 4 and "4 runs: 4 finished" in (packed / "report.md").read_text()
     sample = _cli(
         "gan.sample",
         f"ckpt_path={next(iter(jobs(packed).values()))}/checkpoints/best-fid.ckpt",
@@ -100,18 +96,30 @@ def test_a_bad_value_in_any_job_stops_the_sweep_before_any_training(tmp_path, ti
     assert not list(sweep.rglob("results.json")) and not list(sweep.rglob("*.ckpt"))
 
 
+STUDY = ["model.g_act=relu,tanh", "hydra.sweep.subdir=${hydra.job.num}"]
+
+
+@pytest.fixture(scope="module")
+def study_sweeps(tmp_path_factory, tiny_mnist) -> tuple[Path, Path]:
+    """A 2-job study trained straight for 2 epochs, and the same study stopped after 1 (both by the basic launcher:
+    a pack trains its members exactly as they train alone)."""
+    tmp = tmp_path_factory.mktemp("study")
+    straight, _ = sweep_with(tmp, tiny_mnist, "straight", *STUDY, "trainer.max_epochs=2")
+    one_epoch, _ = sweep_with(tmp, tiny_mnist, "one", *STUDY, "trainer.max_epochs=1")
+    return straight, one_epoch
+
+
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=packed"]], ids=["basic", "packed"])
-def test_rerunning_a_study_skips_finished_jobs_and_resumes_interrupted_ones(tmp_path, tiny_mnist, launcher):
+def test_rerunning_a_study_skips_finished_jobs_and_resumes_interrupted_ones(
+    tmp_path, tiny_mnist, study_sweeps, launcher
+):
     """One job finished, one killed after its first epoch: the same command again finishes the second exactly as an
     uninterrupted run and leaves the first untouched."""
-    args = [*launcher, "model.g_act=relu,tanh", "trainer.max_epochs=2", "hydra.sweep.subdir=${hydra.job.num}"]
-    straight, _ = sweep_with(tmp_path, tiny_mnist, "straight", *args)
+    args = [*launcher, *STUDY, "trainer.max_epochs=2"]
+    straight, one_epoch = study_sweeps
     study = tmp_path / "study"
     shutil.copytree(straight, study)
     # job 1 as a kill after its first epoch leaves it: results.json "running", last.ckpt of epoch 1
-    one_epoch, _ = sweep_with(
-        tmp_path, tiny_mnist, "one", *[a for a in args if "max_epochs" not in a], "trainer.max_epochs=1"
-    )
     shutil.rmtree(study / "1")
     shutil.copytree(one_epoch / "1", study / "1")
     record = results(study / "1")

@@ -12,7 +12,7 @@ import pytest
 from gan.activations import ACTIVATION_NAMES
 from gan.report import find_runs, report
 from gan.schema import CONF_DIR
-from gan.training import build_model
+from gan.training import build_model, train
 from tests.conftest import _cli, compose_train, fast_overrides
 
 EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=1"]
@@ -30,6 +30,9 @@ def sweep(tmp_path_factory, tiny_mnist):
         *fast_overrides(tiny_mnist),
         *EVAL_ON,
         "trainer.max_epochs=2",
+        "hydra/launcher=packed",  # one pack: the run folders the basic launcher writes (test_packed_launcher.py)
+        "model.g_hidden=[32]",
+        "model.d_hidden=[32]",
         f"hydra.sweep.dir={folder}",
         cwd=folder,
     )
@@ -123,25 +126,20 @@ def test_every_experiment_config_composes_into_a_grid_of_valid_values(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_its_first_jobs(tmp_path, tiny_mnist, name):
-    sweep = tmp_path / "sweep"
     axes = sweep_axes(compose_train([f"experiment={name}"], keep_hydra=True))
-    # the experiment's own grid, cut to its first value per axis (the command line wins over the sweeper's
-    # params), on tiny data for 3 iterations
+    # the experiment's first job (its grid cut to the first value per axis; the command line wins over the
+    # sweeper's params), trained in process on tiny data for 3 iterations (test_train.py runs sweeps)
     grid = [f"{k}={v[0]}" for k, v in axes.items()]
-    proc = _cli(
-        "gan.train",
-        "-m",
+    overrides = [
         f"experiment={name}",
         *grid,
         *fast_overrides(tiny_mnist),
         "trainer.max_steps=3",
         "data.train_size=null",
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(next(sweep.glob("0_*/results.json")).read_text())
-    assert results["status"] == "finished"
+    ]
+    summary = train(compose_train(overrides, tmp_path / "job"))
+    results = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert summary["status"] == results["status"] == "finished" and results["iterations"] == 3
     if "model.g_act" in axes:
         assert results["config"]["model"]["g_act"] == axes["model.g_act"][0]
 

@@ -1,5 +1,6 @@
 """Intervals and rank tests over seeds, against direct computations; and the report that shows them."""
 
+import csv
 import itertools
 import json
 import math
@@ -135,3 +136,40 @@ def test_the_report_ranks_with_intervals_ties_and_p_values(tmp_path):
     assert f"| G dead-unit share | {rho:.2f} | " in text and f" | {len(keys)} |" in text
     assert (sweep / "mechanism.png").stat().st_size > 0
     assert "Not distinguishable from the best at these seeds (intervals overlap): model.g_act=tanh" in text
+
+
+METRICS = {"is": 1.0, "kl_uniform": 0.1, "precision": 0.5, "recall": 0.5}
+
+
+def test_records_from_before_the_verdicts_are_judged_by_the_same_thresholds(tmp_path):
+    """A sweep of an older version of the lab recorded modes but no verdicts: the report judges each evaluation
+    now (collapsed at <= 2 classes covered, partial at 3 to 9), counts the collapses and finds the first one."""
+    sweep = tmp_path / "sweep"
+    modes_per_seed = {"relu": [(9, 1), (0, 0), (10, 10)], "tanh": [(10, 6), (10, 10), (2, 10)]}
+    for act, seeds in modes_per_seed.items():
+        for seed, modes in enumerate(seeds):
+            evaluations = [
+                {**METRICS, "fid": 50.0 + seed, "modes": float(m), "iteration": 100 * (i + 1), "epochs": i + 1.0}
+                for i, m in enumerate(modes)
+            ]
+            run = sweep / f"{act}_{seed}"
+            (run / ".hydra").mkdir(parents=True)
+            (run / ".hydra" / "overrides.yaml").write_text(f"- model.g_act={act}\n- seed={seed}\n")
+            record = {"status": "finished", "seed": seed, "config": {}, "iterations": 200, "wall_s": 1.0}
+            record.update(evaluations=evaluations, best=evaluations[0], final=evaluations[-1])
+            (run / "results.json").write_text(json.dumps(record))
+    rows = {row["config"]: row for row in report(sweep)["configurations"]}
+    # relu: seed 0 collapses at 200, seed 1 at 100; tanh: seed 2 at 100, seed 0 ends in partial collapse
+    assert sorted(rows["model.g_act=relu"]["collapse_iterations"]) == [100, 200]
+    assert rows["model.g_act=tanh"]["collapse_iterations"] == [100] and rows["model.g_act=tanh"]["partial"] == 1
+    text = (sweep / "report.md").read_text()
+    assert "2 of 3 (median iteration 150)" in text and "1 of 3 (median iteration 100) + 1 partial" in text
+    verdicts = {r["run"]: r["final_verdict"] for r in csv.DictReader((sweep / "results.csv").open())}
+    assert verdicts == {
+        "relu_0": "collapsed",
+        "relu_1": "collapsed",
+        "relu_2": "healthy",
+        "tanh_0": "partial collapse",
+        "tanh_1": "healthy",
+        "tanh_2": "healthy",
+    }

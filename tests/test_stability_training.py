@@ -1,6 +1,7 @@
 """The stability switches inside real training runs: every switch with every activation, penalties through manual
 optimization, exact resume, the weight average's grids and samples, diagnostics that leave no trace."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -51,14 +52,13 @@ def test_every_switch_trains_with_every_activation(tmp_path, tiny_mnist, switch)
             "trainer.enable_checkpointing": False,
         },
     )
-    plans = [
-        prepare(
-            compose_train(
-                overrides + ["~logger", f"model.g_act={act}", f"model.d_act={act}"] + SWITCHES[switch], tmp_path / act
-            )
-        )
-        for act in ACTIVATION_NAMES
-    ]
+    base = compose_train(overrides + ["~logger"] + SWITCHES[switch])  # composed once: members differ in two values
+    plans = []
+    for act in ACTIVATION_NAMES:
+        cfg = copy.deepcopy(base)
+        cfg.model.g_act = cfg.model.d_act = act
+        cfg.run_dir = str(tmp_path / act)
+        plans.append(prepare(cfg))
     summaries = train_pack(plans)
     assert [s["status"] for s in summaries] == ["finished"] * len(ACTIVATION_NAMES)
     assert {s["iterations"] for s in summaries} == {2}
