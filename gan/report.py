@@ -89,11 +89,12 @@ def first_collapse(run: Run) -> int | None:
     """The iteration of the run's first evaluation judged collapsed (recorded, or judged now for older records)."""
     if run.results is None:
         return None
-    recorded = run.results.data.get("first_collapse_iteration")
-    if recorded is not None:
-        return int(recorded)
-    found = (e.get("iteration") for e in run.results.evaluations if verdict_of(e) == "collapsed")
-    return next((int(i) for i in found if isinstance(i, (int, float))), None)
+    # the earliest of the recorded one and any found now (an older run resumed by a newer lab records only the
+    # collapses after the resume)
+    found = [e.get("iteration") for e in run.results.evaluations if verdict_of(e) == "collapsed"]
+    found.append(run.results.data.get("first_collapse_iteration"))
+    numbers = [int(i) for i in found if isinstance(i, (int, float)) and math.isfinite(i)]
+    return min(numbers, default=None)
 
 
 def _overrides(job: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from gan.report import report
+from gan.report import main as report_main
 from tests.conftest import _cli, compose_train, fast_overrides, scalars
 
 pytestmark = pytest.mark.slow  # every test runs a sweep with python -m gan.train
@@ -35,7 +35,7 @@ def results(job: Path) -> dict:
     return json.loads((job / "results.json").read_text())
 
 
-def test_a_packed_sweep_gives_the_same_runs_as_the_unpacked_one(tmp_path, tiny_mnist):
+def test_a_packed_sweep_gives_the_same_runs_as_the_unpacked_one(tmp_path, tiny_mnist, capsys):
     """4 jobs as one pack against the basic launcher's runs: same folders, files, weights, logged losses and
     metrics."""
     plain, _ = sweep_with(tmp_path, tiny_mnist, "plain", *GRID, *EVAL_ON, "trainer.max_epochs=2")
@@ -58,7 +58,9 @@ def test_a_packed_sweep_gives_the_same_runs_as_the_unpacked_one(tmp_path, tiny_m
         assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wb)
         sa, sb = scalars(job), scalars(other)
         assert [v for _, v in sa["train/g_loss"]] == pytest.approx([v for _, v in sb["train/g_loss"]], abs=1e-5)
-    assert report(packed)["runs"] == 4 and "4 runs: 4 finished" in (packed / "report.md").read_text()
+    report_main([str(packed)])  # gan.report's command line
+    assert "4 runs, 4 configurations" in capsys.readouterr().out
+    assert "4 runs: 4 finished" in (packed / "report.md").read_text()
     sample = _cli(
         "gan.sample",
         f"ckpt_path={next(iter(jobs(packed).values()))}/checkpoints/best-fid.ckpt",
@@ -101,11 +103,11 @@ STUDY = ["model.g_act=relu,tanh", "hydra.sweep.subdir=${hydra.job.num}"]
 
 @pytest.fixture(scope="module")
 def study_sweeps(tmp_path_factory, tiny_mnist) -> tuple[Path, Path]:
-    """A 2-job study trained straight for 2 epochs, and the same study stopped after 1 (both by the basic launcher:
-    a pack trains its members exactly as they train alone)."""
+    """A 2-job study trained straight for 2 epochs (basic launcher), and the same study stopped after 1 as one pack
+    of 2 (its job 1's checkpoint split from the pack's)."""
     tmp = tmp_path_factory.mktemp("study")
     straight, _ = sweep_with(tmp, tiny_mnist, "straight", *STUDY, "trainer.max_epochs=2")
-    one_epoch, _ = sweep_with(tmp, tiny_mnist, "one", *STUDY, "trainer.max_epochs=1")
+    one_epoch, _ = sweep_with(tmp, tiny_mnist, "one", "hydra/launcher=packed", *STUDY, "trainer.max_epochs=1")
     return straight, one_epoch
 
 
@@ -135,7 +137,7 @@ def test_rerunning_a_study_skips_finished_jobs_and_resumes_interrupted_ones(
     assert resumed["resumed"] == 1
     wa = torch.load(study / "1" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     wb = torch.load(straight / "1" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wb)
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wb)
 
 
 def test_optuna_batches_of_trials_train_as_packs(tmp_path, tiny_mnist):

@@ -127,8 +127,8 @@ def test_every_experiment_config_composes_into_a_grid_of_valid_values(name):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_its_first_jobs(tmp_path, tiny_mnist, name):
     axes = sweep_axes(compose_train([f"experiment={name}"], keep_hydra=True))
-    # the experiment's first job (its grid cut to the first value per axis; the command line wins over the
-    # sweeper's params), trained in process on tiny data for 3 iterations (test_train.py runs sweeps)
+    # the experiment's first job (the first value of each of its sweep's axes), trained in process on tiny data for
+    # 3 iterations (the sweeps themselves: test_train.py and test_packed_launcher.py)
     grid = [f"{k}={v[0]}" for k, v in axes.items()]
     overrides = [
         f"experiment={name}",

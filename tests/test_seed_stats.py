@@ -89,7 +89,7 @@ def _write_run(sweep, name, overrides, fid, collapsed_at=None, dead=None):
         "epochs": 1.0,
     }
     if collapsed_at is not None:
-        final["verdict"] = "collapsed"
+        final.update(verdict="collapsed", iteration=collapsed_at)
     record = {
         "first_collapse_iteration": collapsed_at,
         "diagnostics": {} if dead is None else {"G_dead": dead},
@@ -146,22 +146,32 @@ def test_records_from_before_the_verdicts_are_judged_by_the_same_thresholds(tmp_
     now (collapsed at <= 2 classes covered, partial at 3 to 9), counts the collapses and finds the first one."""
     sweep = tmp_path / "sweep"
     modes_per_seed = {"relu": [(9, 1), (0, 0), (10, 10)], "tanh": [(10, 6), (10, 10), (2, 10)]}
+    # elu: recorded verdicts win over the classes covered (seed 0 collapsed on diversity at 10 classes); seed 1 was
+    # resumed by a newer lab that recorded a collapse at 200, after an older evaluation that collapsed at 100
+    modes_per_seed["elu"] = [(10, 10), (1, 10)]
+    recorded = {("elu", 0): ([None, "collapsed"], None), ("elu", 1): ([None, "collapsed"], 200)}
     for act, seeds in modes_per_seed.items():
         for seed, modes in enumerate(seeds):
             evaluations = [
                 {**METRICS, "fid": 50.0 + seed, "modes": float(m), "iteration": 100 * (i + 1), "epochs": i + 1.0}
                 for i, m in enumerate(modes)
             ]
+            verdicts, first = recorded.get((act, seed), ([None] * len(modes), None))
+            for evaluation, verdict in zip(evaluations, verdicts, strict=True):
+                if verdict:
+                    evaluation["verdict"] = verdict
             run = sweep / f"{act}_{seed}"
             (run / ".hydra").mkdir(parents=True)
             (run / ".hydra" / "overrides.yaml").write_text(f"- model.g_act={act}\n- seed={seed}\n")
             record = {"status": "finished", "seed": seed, "config": {}, "iterations": 200, "wall_s": 1.0}
             record.update(evaluations=evaluations, best=evaluations[0], final=evaluations[-1])
+            record["first_collapse_iteration"] = first
             (run / "results.json").write_text(json.dumps(record))
     rows = {row["config"]: row for row in report(sweep)["configurations"]}
     # relu: seed 0 collapses at 200, seed 1 at 100; tanh: seed 2 at 100, seed 0 ends in partial collapse
     assert sorted(rows["model.g_act=relu"]["collapse_iterations"]) == [100, 200]
     assert rows["model.g_act=tanh"]["collapse_iterations"] == [100] and rows["model.g_act=tanh"]["partial"] == 1
+    assert sorted(rows["model.g_act=elu"]["collapse_iterations"]) == [100, 200]
     text = (sweep / "report.md").read_text()
     assert "2 of 3 (median iteration 150)" in text and "1 of 3 (median iteration 100) + 1 partial" in text
     verdicts = {r["run"]: r["final_verdict"] for r in csv.DictReader((sweep / "results.csv").open())}
@@ -172,4 +182,6 @@ def test_records_from_before_the_verdicts_are_judged_by_the_same_thresholds(tmp_
         "tanh_0": "partial collapse",
         "tanh_1": "healthy",
         "tanh_2": "healthy",
+        "elu_0": "collapsed",
+        "elu_1": "collapsed",
     }
