@@ -160,15 +160,12 @@ def member_hparams(
             "sigmoid output. Use d_out_act=identity for that design, or another activation to transform the "
             f"logit. Valid names: {', '.join(n for n in ACTIVATION_NAMES if n != 'sigmoid')}."
         )
-    for key, name in (
-        ("model.g_act", g_act),
-        ("model.g_out_act", g_out_act),
-        ("model.d_act", d_act),
-        ("model.d_out_act", d_out_act),
-    ):
+    in_use = {"model.g_act": g_act, "model.g_out_act": g_out_act, "model.d_act": d_act, "model.d_out_act": d_out_act}
+    for key, name in in_use.items():
         check_activation(name, act_params.get(name), key)
-    for name, params in act_params.items():  # every entry of the table, used by a layer now or not
-        check_activation(name, params, f"model.act_params.{name}")
+    for name, params in act_params.items():  # the table's other entries too: a later switch may use them
+        if name not in in_use.values():
+            check_activation(name, params, f"model.act_params.{name}")
     check_norm(g_norm, "model.g_norm")
     check_norm(d_norm, "model.d_norm")
     if int(d_steps) < 1:

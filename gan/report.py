@@ -27,6 +27,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,21 @@ class Run:
     def latest(self) -> dict[str, Any] | None:
         """The final evaluation, or for a running job its latest one."""
         return self.results.latest if self.results else None
+
+    @cached_property
+    def final_verdict(self) -> str | None:
+        """The collapse verdict of its latest evaluation (read once: summary and csv both use it)."""
+        return verdict_of(self.latest)
+
+    @cached_property
+    def first_collapse(self) -> int | None:
+        """The iteration of its first evaluation judged collapsed: see ``first_collapse``."""
+        return first_collapse(self)
+
+    @cached_property
+    def mechanism_measures(self) -> dict[str, float]:
+        """Its mechanism measurements: see ``mechanism_values``."""
+        return mechanism_values(self)
 
 
 def verdict_of(record: dict[str, Any] | None) -> str | None:
@@ -153,8 +169,8 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
         }
         for metric in METRIC_NAMES:
             row[metric] = _mean_std([s[metric] for s in scored])
-        row["collapse_iterations"] = [i for i in map(first_collapse, members) if i is not None]
-        row["partial"] = sum(verdict_of(r.latest) == "partial collapse" for r in members)
+        row["collapse_iterations"] = [r.first_collapse for r in members if r.first_collapse is not None]
+        row["partial"] = sum(r.final_verdict == "partial collapse" for r in members)
         row["fid_values"] = [s["fid"] for s in scored]
         row["fid_ci"] = bootstrap_interval(row["fid_values"])
         rows.append(row)
@@ -187,8 +203,8 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
                 "reason": (res.reason if res else run.problem) or "",
                 "iterations": res.iterations if res else "",
                 "wall_s": res.data.get("wall_s", "") if res else "",
-                "final_verdict": verdict_of(run.latest) or "",
-                "first_collapse_iteration": "" if (collapsed_at := first_collapse(run)) is None else collapsed_at,
+                "final_verdict": run.final_verdict or "",
+                "first_collapse_iteration": "" if run.first_collapse is None else run.first_collapse,
                 "best_iteration": best.get("iteration", ""),
             }
             row.update({f"final_{m}": latest.get(m, "") for m in METRIC_NAMES})
@@ -448,7 +464,7 @@ def mechanism(runs: Sequence[Run]) -> dict[str, tuple[float, float, int]]:
     """Spearman's rho (p, runs) of the final fid against each mechanism, over the runs that have both."""
     scored = [r for r in runs if r.latest and isinstance(r.latest.get("fid"), (int, float))]
     fids = [r.latest["fid"] for r in scored]
-    values = [mechanism_values(r) for r in scored]
+    values = [r.mechanism_measures for r in scored]
     return {name: rank_correlation(fids, [v[name] for v in values]) for name in MECHANISMS}
 
 
@@ -459,15 +475,14 @@ def plot_mechanism(runs: Sequence[Run], path: Path) -> bool:
 
     scored = [r for r in runs if r.latest and isinstance(r.latest.get("fid"), (int, float))]
     names = ["G dead-unit share", "G saturated share", "G Jacobian log condition number"]
-    values = {id(r): mechanism_values(r) for r in scored}
-    if not any(math.isfinite(values[id(r)][n]) for r in scored for n in names):
+    if not any(math.isfinite(r.mechanism_measures[n]) for r in scored for n in names):
         return False
     labels = sorted({r.label for r in scored})
     colours = plt.get_cmap("tab20")
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), sharey=True)
     for ax, name in zip(axes, names, strict=True):
         for i, label in enumerate(labels):
-            points = [(values[id(r)][name], r.latest["fid"]) for r in scored if r.label == label]
+            points = [(r.mechanism_measures[name], r.latest["fid"]) for r in scored if r.label == label]
             ax.scatter(*zip(*points, strict=True), s=18, color=colours(i % 20), label=label)
         ax.set_xlabel(name)
         ax.set_yscale("log")
