@@ -6,10 +6,11 @@ still-running sweeps) and writes into SWEEP_DIR:
 - ``results.csv``: one row per run: its overrides, seed, status, final and best metrics, iterations, wall time;
 - ``report.md``: per configuration (the overrides that vary, seed aside) the mean +- std (n) of each final metric
   over seeds, ranked by fid, with the fid's bootstrap 95% interval, whether it is tied with the best (intervals
-  overlap) and the p-value of a Mann-Whitney U test against the best; diverged, failed and collapsed runs
-  counted (with the median iteration of collapse), the best and worst configurations named, configurations with
-  fewer than 3 scored seeds flagged; the rank correlations of the final fid with each run's dead-unit and
-  saturated shares and G's Jacobian conditioning; the runs that did not finish or cannot be read, and why;
+  overlap) and the p-value of a Mann-Whitney U test against the best (raw and Holm-adjusted); diverged, failed
+  and collapsed runs counted (with the median iteration of collapse), the best and worst configurations named,
+  configurations with fewer than 3 scored seeds flagged; the rank correlations of the final fid with each run's
+  dead-unit and saturated shares and G's Jacobian conditioning; the runs that did not finish or cannot be read,
+  and why;
 - ``fid_heatmap.png``: mean final fid per (model.g_act, model.d_act) cell, when the sweep varies both;
 - ``curves.png``: fid and losses over training per configuration, mean over seeds with a min-max band;
 - ``samples.png``: the latest sample grid of one run per configuration, side by side;
@@ -35,7 +36,7 @@ from omegaconf import OmegaConf
 
 from gan.metrics import METRIC_NAMES, collapse_verdict
 from gan.rundir import RESULTS_NAME, RunResults
-from gan.seed_stats import MIN_SEEDS, bootstrap_interval, overlaps, rank_correlation, rank_test
+from gan.seed_stats import MIN_SEEDS, bootstrap_interval, holm_adjusted, overlaps, rank_correlation, rank_test
 
 HEATMAP_AXES = ("model.g_act", "model.d_act")
 
@@ -180,6 +181,8 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
         is_best, scored_row = row is best, row["fid"][2] > 0
         row["tied_with_best"] = is_best or bool(best and scored_row and overlaps(row["fid_ci"], best["fid_ci"]))
         row["p_vs_best"] = rank_test(best["fid_values"], row["fid_values"]) if best and not is_best else math.nan
+    for row, adjusted in zip(rows, holm_adjusted([r["p_vs_best"] for r in rows]), strict=True):
+        row["p_holm"] = adjusted
     return rows
 
 
@@ -239,11 +242,11 @@ def _fmt_collapse(row: dict[str, Any]) -> str:
 
 def _fmt_versus_best(row: dict[str, Any], rank: int) -> list[str]:
     if row["fid"][2] == 0:
-        return ["", ""]
+        return ["", "", ""]
     if math.isnan(row["p_vs_best"]) and row["tied_with_best"] and rank == 1:
-        return ["best", ""]
-    p = "" if math.isnan(row["p_vs_best"]) else f"{row['p_vs_best']:.2g}"
-    return ["tied" if row["tied_with_best"] else "worse", p]
+        return ["best", "", ""]
+    p, holm = ("" if math.isnan(row[k]) else f"{row[k]:.2g}" for k in ("p_vs_best", "p_holm"))
+    return ["tied" if row["tied_with_best"] else "worse", p, holm]
 
 
 def write_markdown(
@@ -263,12 +266,14 @@ def write_markdown(
         "Final metrics (the last evaluation of each run; a running run counts with its latest) over seeds, ranked "
         "by fid (lower is better; higher is better for is, modes, precision, recall). fid: mean [bootstrap 95% "
         "interval of the mean] (runs scored); the others: mean ± std (runs scored). vs best: tied when the "
-        "intervals overlap; p: two-sided Mann-Whitney U test of the fids against the best's.",
+        "intervals overlap; p: two-sided Mann-Whitney U test of the fids against the best's; p (Holm): p adjusted "
+        "for testing the best against every other configuration (Holm-Bonferroni), the one to read before calling "
+        "a configuration worse (the best was picked from the same runs, so even this is optimistic).",
         "",
-        "| rank | configuration | runs | diverged | failed | collapsed | fid | vs best | p | "
+        "| rank | configuration | runs | diverged | failed | collapsed | fid | vs best | p | p (Holm) | "
         + " | ".join(m for m in METRIC_NAMES if m != "fid")
         + " |",
-        "|---|---|---|---|---|---|---|---|---|" + "---|" * (len(METRIC_NAMES) - 1),
+        "|---|---|---|---|---|---|---|---|---|---|" + "---|" * (len(METRIC_NAMES) - 1),
     ]
     for i, row in enumerate(rows, 1):
         cells = [str(i), row["config"], str(row["runs"]), str(row["diverged"]), str(row["failed"]), _fmt_collapse(row)]

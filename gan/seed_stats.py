@@ -1,5 +1,6 @@
 """How sure a sweep's ranking is, over seeds: bootstrap intervals of a configuration's mean and a rank test
-between two configurations (SciPy's implementations; SciPy is a dependency for these two).
+between two configurations (SciPy's implementations; SciPy is a dependency for these two), and Holm's adjustment
+of the p-values when the best is tested against every other configuration.
 
 With the 2 to 5 seeds a study can afford, an interval is wide and a test weak: a Mann-Whitney U test of 3 seeds
 against 3 cannot reach p < 0.1. The report says so rather than rank neighbours it cannot tell apart.
@@ -50,6 +51,20 @@ def rank_test(a: Sequence[float | None], b: Sequence[float | None]) -> float:
     if len(x) < 2 or len(y) < 2:
         return math.nan
     return float(mannwhitneyu(x, y, alternative="two-sided", method="auto").pvalue)
+
+
+def holm_adjusted(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input's order (nan stays nan and is not counted): a study that
+    tests the best configuration against each of m others makes m tests, and one of them comes out below 0.05 by
+    chance far more often than 1 in 20. The i-th smallest of m p-values becomes max over j <= i of
+    min(1, (m - j + 1) p_(j)); an adjusted p below alpha is a difference at family-wise level alpha."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    adjusted = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def overlaps(first: tuple[float, float], second: tuple[float, float]) -> bool:

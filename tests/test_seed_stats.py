@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gan.report import report
-from gan.seed_stats import bootstrap_interval, overlaps, rank_test
+from gan.seed_stats import bootstrap_interval, holm_adjusted, overlaps, rank_test
 
 
 def exact_bootstrap_percentiles(values, level=0.95):
@@ -69,6 +69,22 @@ def test_three_seeds_against_three_cannot_be_told_apart_at_5_percent():
     assert math.isnan(rank_test([1.0], [2.0, 3.0]))
 
 
+def test_holm_adjusted_p_values_reject_what_the_step_down_procedure_rejects():
+    assert holm_adjusted([0.01, 0.04, 0.03, math.nan]) == pytest.approx([0.03, 0.06, 0.06, math.nan], nan_ok=True)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        pvalues = list(rng.uniform(0, 0.2, size=int(rng.integers(1, 9))))
+        adjusted, m = holm_adjusted(pvalues), len(pvalues)
+        ordered = sorted(pvalues)
+        for alpha in (0.01, 0.05, 0.1):
+            # Holm's step-down: reject the i-th smallest while every p so far is below alpha / (m - j)
+            steps = 0
+            while steps < m and ordered[steps] <= alpha / (m - steps):
+                steps += 1
+            rejected = {p for p in ordered[:steps]}
+            assert {p for p, q in zip(pvalues, adjusted, strict=True) if q <= alpha} == rejected
+
+
 def test_overlaps():
     assert overlaps((1, 3), (2, 5)) and overlaps((1, 3), (3, 4)) and not overlaps((1, 2), (2.5, 4))
     assert overlaps((math.nan, math.nan), (1, 2))
@@ -126,6 +142,11 @@ def test_the_report_ranks_with_intervals_ties_and_p_values(tmp_path):
     assert rows["model.g_act=tanh"][7] == "tied"  # its interval reaches into elu's
     assert rows["model.g_act=relu"][7] == "worse"
     assert rows["model.g_act=relu"][8] == f"{exact_u_p_value(fids['elu'], fids['relu']):.2g}"
+    others = ["tanh", "relu", "gelu"]
+    adjusted = holm_adjusted([exact_u_p_value(fids["elu"], fids[a]) for a in others])
+    for act, holm in zip(others, adjusted, strict=True):
+        assert rows[f"model.g_act={act}"][9] == f"{holm:.2g}"
+    assert best[8] == best[9] == ""
     assert rows["model.g_act=gelu"][6].endswith("(2) †") and "fewer than 3 seeds" in text
     assert rows["model.g_act=relu"][5] == "2 of 3 (median iteration 650)" and best[5] == "0 of 3"
     # the rank correlation against a direct computation (Spearman = Pearson of the ranks; no ties here)
