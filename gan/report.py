@@ -8,7 +8,9 @@ still-running sweeps) and writes into SWEEP_DIR:
   over seeds, ranked by fid, with the fid's bootstrap 95% interval, whether it is tied with the best (intervals
   overlap) and the p-value of a Mann-Whitney U test against the best (raw and Holm-adjusted); diverged, failed
   and collapsed runs counted (with the median iteration of collapse), the best and worst configurations named,
-  configurations with fewer than 3 scored seeds flagged; the rank correlations of the final fid with each run's
+  configurations with fewer than 3 scored seeds flagged; when two or more overrides vary, each one's main effect
+  (its levels pooled over the others and the seeds: Kruskal-Wallis p, each level against the best level with
+  raw and Holm-adjusted U-test p-values); the rank correlations of the final fid with each run's
   dead-unit and saturated shares and G's Jacobian conditioning; the runs that did not finish or cannot be read,
   and why;
 - ``fid_heatmap.png``: mean final fid per (model.g_act, model.d_act) cell, when the sweep varies both;
@@ -36,7 +38,15 @@ from omegaconf import OmegaConf
 
 from gan.metrics import METRIC_NAMES, collapse_verdict
 from gan.rundir import RESULTS_NAME, RunResults
-from gan.seed_stats import MIN_SEEDS, bootstrap_interval, holm_adjusted, overlaps, rank_correlation, rank_test
+from gan.seed_stats import (
+    MIN_SEEDS,
+    bootstrap_interval,
+    group_test,
+    holm_adjusted,
+    overlaps,
+    rank_correlation,
+    rank_test,
+)
 
 HEATMAP_AXES = ("model.g_act", "model.d_act")
 
@@ -186,6 +196,43 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
     return rows
 
 
+def factor_effects(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
+    """Main effects: per factor (an override that varies, when two or more do) its levels' final fids pooled over
+    the other factors and the seeds, the Kruskal-Wallis p across the levels, and each level against the best
+    level (lowest mean fid; U test, raw and Holm-adjusted). In a full grid every level meets the same partners,
+    so a level that wins here wins on average over them; 5 seeds x 3 partners give 15 runs a level, which can
+    show what one cell of 5 cannot."""
+    factors = sorted({k for r in runs for k in r.varying})
+    if len(factors) < 2:
+        return {}
+    effects = {}
+    for factor in factors:
+        levels: dict[str, list[Run]] = defaultdict(list)
+        for run in runs:
+            levels[run.varying[factor]].append(run)
+        rows = []
+        for level, members in levels.items():
+            fids = [r.latest["fid"] for r in members if r.latest and isinstance(r.latest.get("fid"), (int, float))]
+            fids = [f for f in fids if math.isfinite(f)]
+            rows.append(
+                {
+                    "level": level,
+                    "fids": fids,
+                    "fid": _mean_std(fids),
+                    "median": statistics.median(fids) if fids else math.nan,
+                    "runs": len(members),
+                    "collapsed": sum(r.first_collapse is not None for r in members),
+                }
+            )
+        rows.sort(key=lambda r: (math.isnan(r["fid"][0]), r["fid"][0]))
+        for row in rows:
+            row["p_vs_best"] = rank_test(rows[0]["fids"], row["fids"]) if row is not rows[0] else math.nan
+        for row, adjusted in zip(rows, holm_adjusted([r["p_vs_best"] for r in rows]), strict=True):
+            row["p_holm"] = adjusted
+        effects[factor] = {"levels": rows, "p": group_test([r["fids"] for r in rows])}
+    return effects
+
+
 def write_csv(runs: Sequence[Run], path: Path) -> None:
     varying = list(runs[0].varying) if runs else []
     columns = ["run", "config", *varying, "seed", "status", "reason", "iterations", "wall_s"]
@@ -255,6 +302,7 @@ def write_markdown(
     rows: Sequence[dict[str, Any]],
     plots: Sequence[str],
     mechanism: dict[str, tuple[float, float, int]] | None = None,
+    effects: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     statuses: dict[str, int] = defaultdict(int)
     for run in runs:
@@ -298,6 +346,23 @@ def write_markdown(
         "the median iteration of the first such evaluation; partial: runs whose latest evaluation covers 3 to 9 "
         "classes.",
     ]
+    if effects:
+        lines += [
+            "",
+            "Main effects (each factor's levels pooled over the other factors and the seeds; Kruskal-Wallis p across "
+            "the levels; each level's fids against the best level's: U test, raw and Holm-adjusted):",
+            "",
+            "| factor | level | runs | fid | fid median | collapsed | p | p (Holm) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for factor, effect in effects.items():
+            for i, row in enumerate(effect["levels"]):
+                p, holm = ("" if math.isnan(row[k]) else f"{row[k]:.2g}" for k in ("p_vs_best", "p_holm"))
+                name = f"{factor} (Kruskal-Wallis p {effect['p']:.2g})" if i == 0 else ""
+                lines.append(
+                    f"| {name} | {row['level']} | {row['runs']} | {_fmt(row['fid'])} | {row['median']:.3g} | "
+                    f"{row['collapsed']} of {row['runs']} | {p} | {holm} |"
+                )
     if mechanism:
         lines += [
             "",
@@ -535,7 +600,7 @@ def report(sweep: str | Path) -> dict[str, Any]:
         )
         if _plotted(name, plot, sweep / name)
     ]
-    write_markdown(sweep, runs, rows, plots, mechanism(runs))
+    write_markdown(sweep, runs, rows, plots, mechanism(runs), factor_effects(runs))
     return {"runs": len(runs), "configurations": rows, "plots": plots}
 
 

@@ -1,6 +1,7 @@
 """How sure a sweep's ranking is, over seeds: bootstrap intervals of a configuration's mean and a rank test
 between two configurations (SciPy's implementations; SciPy is a dependency for these two), and Holm's adjustment
-of the p-values when the best is tested against every other configuration.
+of the p-values when the best is tested against every other configuration; a Kruskal-Wallis test of a factor's
+levels (pooled over the other factors) for the main effects a grid is run to find.
 
 With the 2 to 5 seeds a study can afford, an interval is wide and a test weak: a Mann-Whitney U test of 3 seeds
 against 3 cannot reach p < 0.1. The report says so rather than rank neighbours it cannot tell apart.
@@ -65,6 +66,18 @@ def holm_adjusted(pvalues: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (len(order) - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def group_test(groups: Sequence[Sequence[float | None]]) -> float:
+    """p-value of a Kruskal-Wallis H test that the groups' values come from one distribution (a factor's levels
+    pooled over seeds and the other factors); nan for fewer than two groups of two values or all values equal."""
+    from scipy.stats import kruskal
+
+    finite = [_finite(g) for g in groups]
+    finite = [g for g in finite if len(g) >= 2]
+    if len(finite) < 2 or len({v for g in finite for v in g}) < 2:
+        return math.nan
+    return float(kruskal(*finite).pvalue)
 
 
 def overlaps(first: tuple[float, float], second: tuple[float, float]) -> bool:

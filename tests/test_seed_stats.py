@@ -206,3 +206,46 @@ def test_records_from_before_the_verdicts_are_judged_by_the_same_thresholds(tmp_
         "elu_0": "collapsed",
         "elu_1": "collapsed",
     }
+
+
+def kruskal_wallis_p(groups):
+    """H = 12 / (N (N + 1)) sum R_i^2 / n_i - 3 (N + 1) on the pooled ranks (no ties), against chi-square with
+    k - 1 degrees of freedom."""
+    from scipy.stats import chi2
+
+    pooled = sorted(v for g in groups for v in g)
+    rank = {v: i + 1 for i, v in enumerate(pooled)}
+    n = len(pooled)
+    h = 12 / (n * (n + 1)) * sum(sum(rank[v] for v in g) ** 2 / len(g) for g in groups) - 3 * (n + 1)
+    return chi2.sf(h, len(groups) - 1)
+
+
+def test_the_report_gives_each_factors_main_effect_pooled_over_the_other_factor(tmp_path):
+    sweep = tmp_path / "grid"
+    base = {"elu": 10.0, "tanh": 25.0, "relu": 80.0}
+    shift = {"leaky_relu": 0.0, "tanh": 3.0}
+    fids: dict[tuple[str, str], list[float]] = {}
+    for g, d in itertools.product(base, shift):
+        for seed in range(3):
+            fid = base[g] + shift[d] + 1.7 * seed + 0.13 * len(g + d)  # distinct values: no ties
+            fids.setdefault((g, d), []).append(fid)
+            overrides = [f"model.g_act={g}", f"model.d_act={d}", f"seed={seed}"]
+            _write_run(sweep, f"{g}_{d}_{seed}", overrides, fid, 100 if g == "relu" else None)
+    report(sweep)
+    text = (sweep / "report.md").read_text()
+    table = text.split("Main effects")[1].split("What goes with quality")[0]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    d_rows, g_rows = rows[:2], rows[2:]  # factors in name order
+    pooled = {g: [f for (gg, _), v in fids.items() if gg == g for f in v] for g in base}
+    assert [r[1] for r in g_rows] == ["elu", "tanh", "relu"]  # ranked by the pooled mean
+    assert g_rows[0][0] == f"| model.g_act (Kruskal-Wallis p {kruskal_wallis_p(list(pooled.values())):.2g})"
+    assert all(r[2] == "6" for r in g_rows) and g_rows[2][5] == "6 of 6" and g_rows[0][5] == "0 of 6"
+    raw = [exact_u_p_value(pooled["elu"], pooled[g]) for g in ("tanh", "relu")]
+    holm = holm_adjusted(raw)
+    for row, p, adjusted in zip(g_rows[1:], raw, holm, strict=True):
+        assert row[6] == f"{p:.2g}" and row[7].rstrip(" |") == f"{adjusted:.2g}"
+    # pooled over G, D's small shift is lost among G's large ones: not a main effect at these seeds
+    assert [r[1] for r in d_rows] == ["leaky_relu", "tanh"]
+    pooled_d = [[f for (_, dd), v in fids.items() if dd == d for f in v] for d in shift]
+    # 9 runs against 9: SciPy's normal approximation of U (exact up to 8), close to the exact p
+    assert float(d_rows[1][6]) == pytest.approx(exact_u_p_value(*pooled_d), abs=0.02) and float(d_rows[1][6]) > 0.05
