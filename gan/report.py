@@ -137,19 +137,23 @@ def _overrides(job: Path) -> dict[str, str]:
 def find_runs(sweep: Path) -> list[Run]:
     """Every job folder under ``sweep`` (one holding .hydra/ or results.json), labelled by what varies."""
     jobs = sorted({p.parent for p in sweep.rglob(RESULTS_NAME)} | {p.parent for p in sweep.rglob(".hydra")})
-    runs = []
+    runs, damaged = [], []
     for job in jobs:
         problem = RunResults.problem(job)
         try:
             overrides = _overrides(job)
         except Exception as exc:  # noqa: BLE001 - a damaged overrides.yaml: the run is listed, not the report lost
             overrides, problem = {}, f".hydra/overrides.yaml unreadable ({type(exc).__name__})"
+            damaged.append(job)
         results = RunResults.load(job) if problem in (None, "no results.json") else None
         runs.append(Run(job, overrides, results, problem=None if problem == "no results.json" else problem))
-    keys = sorted({k for r in runs for k in r.overrides if k != "seed"})
-    varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+    # what varies, over the runs whose overrides could be read (a damaged one would make every key look varied)
+    readable = [r for r in runs if r.path not in damaged]
+    keys = sorted({k for r in readable for k in r.overrides if k != "seed"})
+    varying = [k for k in keys if len({r.overrides.get(k) for r in readable}) > 1]
     for run in runs:
-        run.varying = {k: run.overrides.get(k, "(default)") for k in varying}
+        fallback = "(overrides unreadable)" if run.path in damaged else "(default)"
+        run.varying = {k: run.overrides.get(k, fallback) for k in varying}
         run.label = " ".join(f"{k}={v}" for k, v in run.varying.items()) or "(one configuration)"
     return runs
 
@@ -199,21 +203,24 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
 def factor_effects(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
     """Main effects: per factor (an override that varies, when two or more do) its levels' final fids pooled over
     the other factors and the seeds, the Kruskal-Wallis p across the levels, and each level against the best
-    level (lowest mean fid; U test, raw and Holm-adjusted). In a full grid every level meets the same partners,
-    so a level that wins here wins on average over them; 5 seeds x 3 partners give 15 runs a level, which can
-    show what one cell of 5 cannot."""
-    factors = sorted({k for r in runs for k in r.varying})
+    level (lowest mean fid among the levels with two or more scored runs; U test, raw and Holm-adjusted). In a full
+    grid every level meets the same partners, so a level that wins here wins on average over them; 5 seeds x 3
+    partners give 15 runs a level, which can show what one cell of 5 cannot. A factor whose levels met different
+    partners (a cell missing, diverged or unscored) is flagged unbalanced: its pooled means mix other partners."""
+    usable = [r for r in runs if "(overrides unreadable)" not in r.varying.values()]
+    factors = sorted({k for r in usable for k in r.varying})
     if len(factors) < 2:
         return {}
     effects = {}
     for factor in factors:
         levels: dict[str, list[Run]] = defaultdict(list)
-        for run in runs:
+        for run in usable:
             levels[run.varying[factor]].append(run)
-        rows = []
+        rows, partners = [], []
         for level, members in levels.items():
-            fids = [r.latest["fid"] for r in members if r.latest and isinstance(r.latest.get("fid"), (int, float))]
-            fids = [f for f in fids if math.isfinite(f)]
+            scored = [r for r in members if r.latest and _finite_fid(r.latest.get("fid"))]
+            fids = [float(r.latest["fid"]) for r in scored]
+            partners.append(sorted(tuple(v for k, v in sorted(r.varying.items()) if k != factor) for r in scored))
             rows.append(
                 {
                     "level": level,
@@ -224,13 +231,22 @@ def factor_effects(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
                     "collapsed": sum(r.first_collapse is not None for r in members),
                 }
             )
-        rows.sort(key=lambda r: (math.isnan(r["fid"][0]), r["fid"][0]))
+        rows.sort(key=lambda r: (len(r["fids"]) < 2, math.isnan(r["fid"][0]), r["fid"][0]))
+        best = rows[0] if len(rows[0]["fids"]) >= 2 else None
         for row in rows:
-            row["p_vs_best"] = rank_test(rows[0]["fids"], row["fids"]) if row is not rows[0] else math.nan
+            row["p_vs_best"] = rank_test(best["fids"], row["fids"]) if best and row is not best else math.nan
         for row, adjusted in zip(rows, holm_adjusted([r["p_vs_best"] for r in rows]), strict=True):
             row["p_holm"] = adjusted
-        effects[factor] = {"levels": rows, "p": group_test([r["fids"] for r in rows])}
+        effects[factor] = {
+            "levels": rows,
+            "p": group_test([r["fids"] for r in rows]),
+            "balanced": all(p == partners[0] for p in partners),
+        }
     return effects
+
+
+def _finite_fid(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def write_csv(runs: Sequence[Run], path: Path) -> None:
@@ -287,12 +303,17 @@ def _fmt_collapse(row: dict[str, Any]) -> str:
     return cell + (f" + {row['partial']} partial" if row["partial"] else "")
 
 
+def _fmt_p(value: float) -> str:
+    """A p-value to 2 significant digits; empty for nan (no test)."""
+    return "" if math.isnan(value) else f"{value:.2g}"
+
+
 def _fmt_versus_best(row: dict[str, Any], rank: int) -> list[str]:
     if row["fid"][2] == 0:
         return ["", "", ""]
     if math.isnan(row["p_vs_best"]) and row["tied_with_best"] and rank == 1:
         return ["best", "", ""]
-    p, holm = ("" if math.isnan(row[k]) else f"{row[k]:.2g}" for k in ("p_vs_best", "p_holm"))
+    p, holm = _fmt_p(row["p_vs_best"]), _fmt_p(row["p_holm"])
     return ["tied" if row["tied_with_best"] else "worse", p, holm]
 
 
@@ -357,12 +378,20 @@ def write_markdown(
         ]
         for factor, effect in effects.items():
             for i, row in enumerate(effect["levels"]):
-                p, holm = ("" if math.isnan(row[k]) else f"{row[k]:.2g}" for k in ("p_vs_best", "p_holm"))
-                name = f"{factor} (Kruskal-Wallis p {effect['p']:.2g})" if i == 0 else ""
+                p, holm = _fmt_p(row["p_vs_best"]), _fmt_p(row["p_holm"])
+                median = "n/a" if math.isnan(row["median"]) else f"{row['median']:.3g}"
+                name = f"{factor} (Kruskal-Wallis p {_fmt_p(effect['p']) or 'n/a'})" if i == 0 else ""
+                if i == 0 and not effect["balanced"]:
+                    name += " unbalanced: its levels met different partners"
                 lines.append(
-                    f"| {name} | {row['level']} | {row['runs']} | {_fmt(row['fid'])} | {row['median']:.3g} | "
+                    f"| {name} | {row['level']} | {row['runs']} | {_fmt(row['fid'])} | {median} | "
                     f"{row['collapsed']} of {row['runs']} | {p} | {holm} |"
                 )
+        lines += [
+            "",
+            "The best level is picked from these same runs, so its p-values are optimistic; a level's mean mixes its "
+            "partners, so read an unbalanced factor's row with care.",
+        ]
     if mechanism:
         lines += [
             "",

@@ -71,6 +71,7 @@ def test_three_seeds_against_three_cannot_be_told_apart_at_5_percent():
 
 def test_holm_adjusted_p_values_reject_what_the_step_down_procedure_rejects():
     assert holm_adjusted([0.01, 0.04, 0.03, math.nan]) == pytest.approx([0.03, 0.06, 0.06, math.nan], nan_ok=True)
+    assert holm_adjusted([0.3, 0.5, 0.6]) == pytest.approx([0.9, 1.0, 1.0])  # capped at 1, never decreasing
     rng = np.random.default_rng(0)
     for _ in range(50):
         pvalues = list(rng.uniform(0, 0.2, size=int(rng.integers(1, 9))))
@@ -220,23 +221,36 @@ def kruskal_wallis_p(groups):
     return chi2.sf(h, len(groups) - 1)
 
 
-def test_the_report_gives_each_factors_main_effect_pooled_over_the_other_factor(tmp_path):
-    sweep = tmp_path / "grid"
-    base = {"elu": 10.0, "tanh": 25.0, "relu": 80.0}
-    shift = {"leaky_relu": 0.0, "tanh": 3.0}
+BASE = {"elu": 10.0, "tanh": 25.0, "relu": 80.0}  # G activation -> its fid
+SHIFT = {"leaky_relu": 0.0, "tanh": 3.0}  # D activation -> what it adds
+
+
+def _write_grid(sweep, skip=()):
+    """A 3 x 2 grid of G and D activations over 3 seeds (distinct fids: no ties); ``skip``: (g, d, seed) left out."""
     fids: dict[tuple[str, str], list[float]] = {}
-    for g, d in itertools.product(base, shift):
+    for g, d in itertools.product(BASE, SHIFT):
         for seed in range(3):
-            fid = base[g] + shift[d] + 1.7 * seed + 0.13 * len(g + d)  # distinct values: no ties
+            if (g, d, seed) in skip:
+                continue
+            fid = BASE[g] + SHIFT[d] + 1.7 * seed + 0.13 * len(g + d)
             fids.setdefault((g, d), []).append(fid)
             overrides = [f"model.g_act={g}", f"model.d_act={d}", f"seed={seed}"]
             _write_run(sweep, f"{g}_{d}_{seed}", overrides, fid, 100 if g == "relu" else None)
-    report(sweep)
-    text = (sweep / "report.md").read_text()
+    return fids
+
+
+def _main_effects(text):
     table = text.split("Main effects")[1].split("What goes with quality")[0]
-    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    return [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+def test_the_report_gives_each_factors_main_effect_pooled_over_the_other_factor(tmp_path):
+    sweep = tmp_path / "grid"
+    fids = _write_grid(sweep)
+    report(sweep)
+    rows = _main_effects((sweep / "report.md").read_text())
     d_rows, g_rows = rows[:2], rows[2:]  # factors in name order
-    pooled = {g: [f for (gg, _), v in fids.items() if gg == g for f in v] for g in base}
+    pooled = {g: [f for (gg, _), v in fids.items() if gg == g for f in v] for g in BASE}
     assert [r[1] for r in g_rows] == ["elu", "tanh", "relu"]  # ranked by the pooled mean
     assert g_rows[0][0] == f"| model.g_act (Kruskal-Wallis p {kruskal_wallis_p(list(pooled.values())):.2g})"
     assert all(r[2] == "6" for r in g_rows) and g_rows[2][5] == "6 of 6" and g_rows[0][5] == "0 of 6"
@@ -246,6 +260,39 @@ def test_the_report_gives_each_factors_main_effect_pooled_over_the_other_factor(
         assert row[6] == f"{p:.2g}" and row[7].rstrip(" |") == f"{adjusted:.2g}"
     # pooled over G, D's small shift is lost among G's large ones: not a main effect at these seeds
     assert [r[1] for r in d_rows] == ["leaky_relu", "tanh"]
-    pooled_d = [[f for (_, dd), v in fids.items() if dd == d for f in v] for d in shift]
-    # 9 runs against 9: SciPy's normal approximation of U (exact up to 8), close to the exact p
+    pooled_d = [[f for (_, dd), v in fids.items() if dd == d for f in v] for d in SHIFT]
+    assert d_rows[0][0] == f"| model.d_act (Kruskal-Wallis p {kruskal_wallis_p(pooled_d):.2g})"
+    # 9 runs against 9: SciPy's normal approximation of U (exact up to 8), close to the exact p; one test: Holm = p
     assert float(d_rows[1][6]) == pytest.approx(exact_u_p_value(*pooled_d), abs=0.02) and float(d_rows[1][6]) > 0.05
+    assert d_rows[1][7].rstrip(" |") == d_rows[1][6]
+    assert "unbalanced" not in "".join(r[0] for r in rows)
+
+
+def test_main_effects_of_an_incomplete_grid_are_flagged_and_a_damaged_run_adds_no_factor(tmp_path):
+    sweep = tmp_path / "grid"
+    skip = {("elu", "leaky_relu", s) for s in (1, 2)} | {("elu", "tanh", 0)}  # elu G keeps one scored run
+    _write_grid(sweep, skip)
+    damaged = sweep / "damaged"
+    (damaged / ".hydra").mkdir(parents=True)
+    (damaged / ".hydra" / "overrides.yaml").write_text("- [unclosed\n")
+    report(sweep)
+    text = (sweep / "report.md").read_text()
+    rows = _main_effects(text)
+    assert [r[0].split(" (")[0] for r in rows if r[0].strip("| ")] == ["| model.d_act", "| model.g_act"]
+    assert "(overrides unreadable)" not in "".join(r[1] for r in rows)
+    assert all("unbalanced" in r[0] for r in rows if r[0].strip("| "))  # the levels met different partners
+    g_rows = rows[2:]
+    # elu G (3 of 6 runs: 1 with leaky_relu D, 2 with tanh D) still has the lowest mean, and is the best level
+    assert g_rows[0][1] == "elu" and g_rows[0][2] == "3" and g_rows[1][6] != ""
+    assert "damaged" in text  # the damaged run is listed, not dropped silently
+
+
+def test_a_level_with_one_scored_run_is_not_the_best_level(tmp_path):
+    sweep = tmp_path / "grid"
+    skip = {("elu", d, s) for d in SHIFT for s in range(3)} - {("elu", "leaky_relu", 0)}
+    _write_grid(sweep, skip)
+    report(sweep)
+    rows = _main_effects((sweep / "report.md").read_text())
+    g_rows = rows[2:]
+    assert [r[1] for r in g_rows] == ["tanh", "relu", "elu"]  # elu's single fid is lowest, but it cannot be tested
+    assert g_rows[1][6] != "" and g_rows[2][6] == ""
