@@ -49,6 +49,7 @@ from gan.seed_stats import (
 )
 
 HEATMAP_AXES = ("model.g_act", "model.d_act")
+UNREADABLE = "(overrides unreadable)"  # the level of every factor for a run whose overrides.yaml is damaged
 
 
 @dataclass
@@ -137,14 +138,14 @@ def _overrides(job: Path) -> dict[str, str]:
 def find_runs(sweep: Path) -> list[Run]:
     """Every job folder under ``sweep`` (one holding .hydra/ or results.json), labelled by what varies."""
     jobs = sorted({p.parent for p in sweep.rglob(RESULTS_NAME)} | {p.parent for p in sweep.rglob(".hydra")})
-    runs, damaged = [], []
+    runs, damaged = [], set()
     for job in jobs:
         problem = RunResults.problem(job)
         try:
             overrides = _overrides(job)
         except Exception as exc:  # noqa: BLE001 - a damaged overrides.yaml: the run is listed, not the report lost
             overrides, problem = {}, f".hydra/overrides.yaml unreadable ({type(exc).__name__})"
-            damaged.append(job)
+            damaged.add(job)
         results = RunResults.load(job) if problem in (None, "no results.json") else None
         runs.append(Run(job, overrides, results, problem=None if problem == "no results.json" else problem))
     # what varies, over the runs whose overrides could be read (a damaged one would make every key look varied)
@@ -152,7 +153,7 @@ def find_runs(sweep: Path) -> list[Run]:
     keys = sorted({k for r in readable for k in r.overrides if k != "seed"})
     varying = [k for k in keys if len({r.overrides.get(k) for r in readable}) > 1]
     for run in runs:
-        fallback = "(overrides unreadable)" if run.path in damaged else "(default)"
+        fallback = UNREADABLE if run.path in damaged else "(default)"
         run.varying = {k: run.overrides.get(k, fallback) for k in varying}
         run.label = " ".join(f"{k}={v}" for k, v in run.varying.items()) or "(one configuration)"
     return runs
@@ -194,10 +195,17 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
     for row in rows:
         is_best, scored_row = row is best, row["fid"][2] > 0
         row["tied_with_best"] = is_best or bool(best and scored_row and overlaps(row["fid_ci"], best["fid_ci"]))
-        row["p_vs_best"] = rank_test(best["fid_values"], row["fid_values"]) if best and not is_best else math.nan
+    _test_against_best(rows, best, "fid_values")
+    return rows
+
+
+def _test_against_best(rows: Sequence[dict[str, Any]], best: dict[str, Any] | None, values: str) -> None:
+    """Each row's U-test p against the best row's values (``p_vs_best``) and its Holm adjustment over all of them
+    (``p_holm``); nan for the best itself and for every row when there is no best."""
+    for row in rows:
+        row["p_vs_best"] = rank_test(best[values], row[values]) if best and row is not best else math.nan
     for row, adjusted in zip(rows, holm_adjusted([r["p_vs_best"] for r in rows]), strict=True):
         row["p_holm"] = adjusted
-    return rows
 
 
 def factor_effects(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
@@ -207,7 +215,7 @@ def factor_effects(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
     grid every level meets the same partners, so a level that wins here wins on average over them; 5 seeds x 3
     partners give 15 runs a level, which can show what one cell of 5 cannot. A factor whose levels met different
     partners (a cell missing, diverged or unscored) is flagged unbalanced: its pooled means mix other partners."""
-    usable = [r for r in runs if "(overrides unreadable)" not in r.varying.values()]
+    usable = [r for r in runs if UNREADABLE not in r.varying.values()]
     factors = sorted({k for r in usable for k in r.varying})
     if len(factors) < 2:
         return {}
@@ -232,11 +240,7 @@ def factor_effects(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
                 }
             )
         rows.sort(key=lambda r: (len(r["fids"]) < 2, math.isnan(r["fid"][0]), r["fid"][0]))
-        best = rows[0] if len(rows[0]["fids"]) >= 2 else None
-        for row in rows:
-            row["p_vs_best"] = rank_test(best["fids"], row["fids"]) if best and row is not best else math.nan
-        for row, adjusted in zip(rows, holm_adjusted([r["p_vs_best"] for r in rows]), strict=True):
-            row["p_holm"] = adjusted
+        _test_against_best(rows, rows[0] if len(rows[0]["fids"]) >= 2 else None, "fids")
         effects[factor] = {
             "levels": rows,
             "p": group_test([r["fids"] for r in rows]),
