@@ -34,13 +34,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from gan.activations import build_activation
 from gan.errors import ConfigError, exits_on_error
 from gan.images import IMAGE_DIM
-from gan.losses import MemberLosses
-from gan.module import GANModule, member_hparams
-from gan.schema import CONF_DIR
-from gan.training import MemberPlan, build_datamodule, build_trainer, member_config
+from gan.model.activations import build_activation
+from gan.model.losses import MemberLosses
+from gan.model.module import GANModule, member_hparams
+from gan.runs.schema import CONF_DIR
+from gan.runs.training import MemberPlan, build_datamodule, build_trainer, member_config
 
 GRID_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
 # Stability switches the bare reference loop does not implement (it matches them only at their defaults).

@@ -19,9 +19,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from gan.augment import parse_policy
 from gan.errors import ConfigError, DataError
 from gan.images import IMAGE_SIZE
+from gan.model.augment import parse_policy
 
 SPLIT_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

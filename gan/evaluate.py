@@ -1,7 +1,7 @@
 """``python -m gan.evaluate ckpt_path=PATH data.root=ROOT``: the lab's sample-quality metrics for a checkpoint.
 
 Draws ``num_samples`` samples from the checkpoint's generator (the same evaluation noise as training uses by
-default) and prints the metrics of ``gan.metrics`` as one JSON object.
+default) and prints the metrics of ``gan.eval.metrics`` as one JSON object.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-from gan.checkpoints import check_sampling_args, checked_ema, finite_samples, load_generator
 from gan.errors import check_fraction, exits_on_error
-from gan.evaluator import load_evaluator
-from gan.metrics import K_NEAREST, score_samples
-from gan.sample_quality import draw
+from gan.eval.classifier import load_evaluator
+from gan.eval.metrics import K_NEAREST
+from gan.runs.checkpoints import check_sampling_args, checked_ema, finite_samples, load_generator
+from gan.runs.quality import draw
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     start = time.perf_counter()
     ema = checked_ema(module, cfg)
     samples = finite_samples(draw(module, int(cfg.num_samples), int(cfg.seed), ema=ema), cfg.ckpt_path)
-    metrics = score_samples(evaluator, samples, module.data_range)
+    metrics = evaluator.score(samples, module.data_range)
     result = {
         **{k: round(v, 5) for k, v in metrics.items()},
         "num_samples": int(cfg.num_samples),

@@ -36,9 +36,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from gan.metrics import METRIC_NAMES, collapse_verdict
-from gan.rundir import RESULTS_NAME, RunResults
-from gan.seed_stats import (
+from gan.eval.metrics import METRIC_NAMES, collapse_verdict
+from gan.runs.rundir import RESULTS_NAME, RunResults
+from gan.study.stats import (
     MIN_SEEDS,
     bootstrap_interval,
     group_test,

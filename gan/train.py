@@ -1,7 +1,7 @@
 """``python -m gan.train [overrides]`` trains one GAN; ``-m`` sweeps (Hydra multirun): the command.
 
-The work is ``gan.training`` (prepare each job, train packs); the config is ``conf/train.yaml`` on the typed
-schema of ``gan.schema``.
+The work is ``gan.runs.training`` (prepare each job, train packs); the config is ``conf/train.yaml`` on the typed
+schema of ``gan.runs.schema``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import hydra
 from omegaconf import DictConfig
 
 from gan.errors import Interrupted, LabError, RunFailed
-from gan.schema import register
-from gan.training import in_multirun, train
+from gan.runs.schema import register
+from gan.runs.training import in_multirun, train
 
 register()  # the schema and the folder-name resolver, before Hydra composes
 

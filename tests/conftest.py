@@ -18,8 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from gan.data import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES
-from gan.schema import CONF_DIR
-from gan.training import train
+from gan.runs.schema import CONF_DIR
+from gan.runs.training import train
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_MNIST = (REPO.parent / "shared" / "mnist").resolve()

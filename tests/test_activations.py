@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from gan.activations import ACTIVATION_NAMES, build_activation, check_activation, data_range, output_bounds
 from gan.errors import ConfigError
-from gan.population import MemberActivation
+from gan.model.activations import ACTIVATION_NAMES, build_activation, check_activation, data_range, output_bounds
+from gan.model.population import MemberActivation
 
 REQUIRED = {
     "relu",
@@ -129,7 +129,7 @@ def test_generator_can_reach_both_ends_of_its_data_range(name):
 
 
 def test_prelu_with_one_slope_per_unit_is_refused_not_ignored():
-    from gan.population import MemberActivation
+    from gan.model.population import MemberActivation
 
     with pytest.raises(ConfigError, match="num_parameters=16 for model.g_act: this lab learns one PReLU slope"):
         MemberActivation(["prelu"], [{"num_parameters": 16}], "model.g_act")

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from gan import bench
 from gan.errors import ConfigError
-from gan.module import member_hparams
+from gan.model.module import member_hparams
 from tests.conftest import make_mnist
 
 

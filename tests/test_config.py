@@ -5,11 +5,11 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
-from gan.activations import ACTIVATION_NAMES
 from gan.errors import ConfigError, DataError
-from gan.module import GANModule
-from gan.schema import CONF_DIR
-from gan.training import build_model, lightning_max_steps, train
+from gan.model.activations import ACTIVATION_NAMES
+from gan.model.module import GANModule
+from gan.runs.schema import CONF_DIR
+from gan.runs.training import build_model, lightning_max_steps, train
 from tests.conftest import compose_train, fast_overrides
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "activation").glob("*.yaml"))
@@ -142,7 +142,7 @@ def test_max_steps_counts_generator_iterations():
 
 def test_config_is_plain_yaml_the_code_can_read():
     cfg = compose_train()
-    assert OmegaConf.select(cfg, "model._target_") == "gan.module.member_hparams"
+    assert OmegaConf.select(cfg, "model._target_") == "gan.model.module.member_hparams"
     assert cfg.data._target_ == "gan.data.MNISTDataModule"
     assert cfg.trainer._target_ == "lightning.Trainer"
 
@@ -177,7 +177,7 @@ def test_the_schema_refuses_wrong_types_while_composing(override):
     ],
 )
 def test_keys_the_schema_does_not_have_are_refused_before_any_work(tmp_path, override, pattern):
-    from gan.training import prepare
+    from gan.runs.training import prepare
 
     cfg = compose_train(fast_overrides(tmp_path / "absent") + [override], tmp_path / "run")
     with pytest.raises(ConfigError, match=pattern):
@@ -187,7 +187,7 @@ def test_keys_the_schema_does_not_have_are_refused_before_any_work(tmp_path, ove
 
 def test_the_schema_mirrors_the_yaml_groups():
     """Every key of the YAML groups has its typed field (and no field lacks its YAML default)."""
-    from gan.schema import TrainConfig
+    from gan.runs.schema import TrainConfig
 
     cfg = compose_train([])
     schema = OmegaConf.structured(TrainConfig)

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from gan.diagnostics import (
+from gan.model.networks import Discriminator, Generator
+from gan.runs.diagnostics import (
     grad_norms,
     hidden_layers,
     jacobian_conditioning,
@@ -13,7 +14,6 @@ from gan.diagnostics import (
     layer_stats,
     probe,
 )
-from gan.networks import Discriminator, Generator
 from tests.conftest import SCALAR_TAGS, run, scalars
 
 PARAMS = {"leaky_relu": {"negative_slope": 0.2}}

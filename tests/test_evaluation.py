@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gan.metrics import METRIC_NAMES, VERDICTS, collapse_verdict
+from gan.eval.metrics import METRIC_NAMES, VERDICTS, collapse_verdict
 from tests.conftest import SCALAR_TAGS, _cli, run, scalars
 
 pytestmark = pytest.mark.slow  # every test trains a run and scores it with a freshly trained evaluator

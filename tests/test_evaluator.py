@@ -6,10 +6,10 @@ import stat
 import pytest
 import torch
 
-from gan import evaluator as ev_mod
 from gan.data import raw_folder
 from gan.errors import DataError
-from gan.evaluator import cache_path, load_evaluator
+from gan.eval import classifier as ev_mod
+from gan.eval.classifier import cache_path, load_evaluator
 from tests.conftest import make_mnist
 
 

@@ -37,10 +37,10 @@ class SignalAt(L.Callback):
 def test_a_signal_mid_epoch_saves_a_checkpoint_that_resumes_exactly(tmp_path, tiny_mnist, signum, monkeypatch):
     """Stopped by a signal after iteration 5 of an 8-iteration epoch: last.ckpt of 5 whole iterations, results.json
     ``interrupted`` naming the signal; resumed to 12 iterations it equals a run never stopped."""
-    import gan.training
+    import gan.runs.training
 
     _, straight = run(tmp_path, "straight", tiny_mnist, "trainer.max_steps=12", "trainer.max_epochs=-1")
-    build = gan.training.build_trainer
+    build = gan.runs.training.build_trainer
 
     def with_signal(*args, **kwargs):
         trainer = build(*args, **kwargs)
@@ -48,7 +48,7 @@ def test_a_signal_mid_epoch_saves_a_checkpoint_that_resumes_exactly(tmp_path, ti
             trainer.callbacks.append(SignalAt(5, signum))
         return trainer
 
-    monkeypatch.setattr(gan.training, "build_trainer", with_signal)
+    monkeypatch.setattr(gan.runs.training, "build_trainer", with_signal)
     with pytest.raises(Interrupted) as stopped:
         run(tmp_path, "stopped", tiny_mnist, "trainer.max_steps=12", "trainer.max_epochs=-1")
     monkeypatch.undo()
@@ -141,7 +141,7 @@ def test_a_crafted_pickle_is_refused_by_every_entry_point_and_runs_nothing(tmp_p
 
     from gan import evaluate, sample
     from gan.errors import CheckpointError
-    from gan.evaluator import _load_cache
+    from gan.eval.classifier import _load_cache
 
     marker = tmp_path / "code_ran"
     crafted = tmp_path / "crafted.ckpt"
@@ -169,7 +169,7 @@ def test_a_truncated_test_file_is_named_before_any_work(tmp_path, gz):
     labels.write_bytes(labels.read_bytes()[:-7])
     run_dir = tmp_path / "run"
     cfg = compose_train(fast_overrides(data, **{"eval.enabled": True}), run_dir)
-    from gan.training import train
+    from gan.runs.training import train
 
     with pytest.raises(DataError, match=f"{labels.name} is truncated or corrupted"):
         train(cfg)
@@ -196,11 +196,11 @@ def test_a_folder_that_holds_a_run_is_never_reused(tmp_path, tiny_mnist):
 def test_a_folder_being_written_by_a_live_process_is_refused(tmp_path):
     """The folder's lock (an flock held by the writing process, freed when it dies) names the writer."""
     from gan.errors import ConfigError
-    from gan.rundir import claim_run_dir
+    from gan.runs.rundir import claim_run_dir
 
     folder = tmp_path / "busy"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from gan.rundir import claim_run_dir; claim_run_dir({str(folder)!r}); input()"],
+        [sys.executable, "-c", f"from gan.runs.rundir import claim_run_dir; claim_run_dir({str(folder)!r}); input()"],
         stdin=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
@@ -232,7 +232,7 @@ def test_default_run_folders_cannot_collide():
 def test_a_running_record_whose_writer_is_gone_reads_as_killed(tmp_path):
     from datetime import datetime, timedelta, timezone
 
-    from gan.rundir import STALE_S, RunResults
+    from gan.runs.rundir import STALE_S, RunResults
 
     record = RunResults(tmp_path, {"seed": 0})
     record.write()
@@ -256,7 +256,7 @@ def test_a_full_disk_fails_the_run_clearly_and_keeps_the_last_good_checkpoint(tm
     temporary file is left, and the first epoch's last.ckpt still loads and resumes."""
     import errno
 
-    import gan.callbacks
+    import gan.runs.callbacks
 
     real_save, calls = torch.save, []
 
@@ -267,7 +267,7 @@ def test_a_full_disk_fails_the_run_clearly_and_keeps_the_last_good_checkpoint(tm
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(gan.callbacks.torch, "save", full_disk)
+    monkeypatch.setattr(gan.runs.callbacks.torch, "save", full_disk)
     with pytest.raises(RunFailed, match="failed: StorageError: Cannot write .*last.ckpt: the disk is full"):
         run(tmp_path, "full", tiny_mnist, "trainer.max_epochs=2", "callbacks.periodic_checkpoint=null")
     monkeypatch.undo()
@@ -339,8 +339,8 @@ def test_report_writes_what_it_can_and_lists_what_it_cannot(tmp_path, tiny_mnist
 def test_a_member_with_non_finite_samples_is_diverged_before_it_is_scored():
     """Losses can read finite while G's output is not (e.g. an inf the loss saturates): the evaluation checks the
     samples first and freezes such a member, so no metric or best checkpoint of it is ever written."""
-    from gan.module import GANModule, member_hparams
-    from gan.sample_quality import SampleQuality
+    from gan.model.module import GANModule, member_hparams
+    from gan.runs.quality import SampleQuality
 
     module = GANModule(members=[member_hparams(seed=0), member_hparams(seed=1)])
     with torch.no_grad():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gan.metrics import (
+from gan.eval.metrics import (
     diversity,
     frechet_distance,
     inception_score,
@@ -94,7 +94,7 @@ def test_diversity_is_zero_for_copies_and_one_for_the_reference_itself():
 
 
 def test_collapse_verdict_thresholds():
-    from gan.metrics import collapse_verdict
+    from gan.eval.metrics import collapse_verdict
 
     assert collapse_verdict(10, 0.9) == "healthy" and collapse_verdict(10) == "healthy"
     assert collapse_verdict(9, 0.9) == "partial collapse" and collapse_verdict(3, 0.9) == "partial collapse"

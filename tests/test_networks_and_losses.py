@@ -5,9 +5,9 @@ import torch
 
 from gan.errors import ConfigError
 from gan.images import IMAGE_DIM
-from gan.losses import LOSSES, MemberLosses, check_loss
-from gan.networks import Discriminator, Generator
-from gan.population import StackedLinear
+from gan.model.losses import LOSSES, MemberLosses, check_loss
+from gan.model.networks import Discriminator, Generator
+from gan.model.population import StackedLinear
 
 PARAMS = {"leaky_relu": {"negative_slope": 0.2}}
 

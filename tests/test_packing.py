@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan.evaluator import load_evaluator
-from gan.metrics import score_samples
-from gan.module import GANModule, member_hparams
-from gan.packing import group_packs, member_checkpoint, merge_checkpoints, pack_key
-from gan.sample_quality import draw, score_members
-from gan.training import prepare, train_pack
+from gan.eval.classifier import load_evaluator
+from gan.model.module import GANModule, member_hparams
+from gan.runs.packing import group_packs, member_checkpoint, merge_checkpoints, pack_key
+from gan.runs.quality import draw, score_members
+from gan.runs.training import prepare, train_pack
 from tests.conftest import compose_train, fast_overrides, scalars
 
 SMALL = [
@@ -163,7 +162,7 @@ def test_pack_keys_separate_what_a_pack_must_share():
         key("data.train_size=1000"),
         key("model.g_norm=batch"),
         key("model.g_ema=true"),
-        key("model.optimizer_g._target_=gan.optim.SGD", "~model.optimizer_g.betas"),
+        key("model.optimizer_g._target_=gan.model.optim.SGD", "~model.optimizer_g.betas"),
     ]
     assert len(set(different) | same) == len(different) + 1
     assert group_packs(["a", "b", "a", "a", "b"], max_members=2) == [[0, 2], [3], [1, 4]]
@@ -199,6 +198,6 @@ def test_batched_evaluation_equals_each_member_scored_alone(tmp_path, tiny_mnist
     scores = score_members(evaluator, pack, [0, 1], num_samples=300, seed=3, ema=None, images_per_pass=450)
     for k, member in enumerate(members):
         alone = GANModule(members=[member]).eval()
-        expected = score_samples(evaluator, draw(alone, 300, 3), alone.data_range)
+        expected = evaluator.score(draw(alone, 300, 3), alone.data_range)
         assert scores[k] == pytest.approx(expected, rel=1e-6, abs=1e-9)
     assert scores[0] != scores[1]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gan.data import MNISTDataModule, load_split
-from gan.training import train
+from gan.runs.training import train
 from tests.conftest import REAL_MNIST, compose_train, fast_overrides, needs_real_mnist, scalars
 
 pytestmark = [needs_real_mnist, pytest.mark.slow]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gan.activations import ACTIVATION_NAMES
+from gan.model.activations import ACTIVATION_NAMES
 from gan.report import find_runs, report
-from gan.schema import CONF_DIR
-from gan.training import build_model, train
+from gan.runs.schema import CONF_DIR
+from gan.runs.training import build_model, train
 from tests.conftest import _cli, compose_train, fast_overrides
 
 EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=1"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gan.report import report
-from gan.seed_stats import bootstrap_interval, holm_adjusted, overlaps, rank_test
+from gan.study.stats import bootstrap_interval, holm_adjusted, overlaps, rank_test
 
 
 def exact_bootstrap_percentiles(values, level=0.95):

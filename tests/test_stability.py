@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from gan.augment import cutout, diff_augment, draw_cutout, draw_translation, parse_policy, translate
 from gan.data import MNISTDataModule, PackedBatches, balanced_subset
 from gan.errors import ConfigError, DataError
-from gan.losses import LOSSES, MemberLosses, check_loss, input_gradients, r1_penalty, wgan_gp_penalty
-from gan.module import GANModule, MemberStreams, instance_noise_std
-from gan.networks import Discriminator, Generator
-from gan.population import MinibatchStd, StackedBatchNorm, StackedLayerNorm, StackedLinear
+from gan.model.augment import cutout, diff_augment, draw_cutout, draw_translation, parse_policy, translate
+from gan.model.losses import LOSSES, MemberLosses, check_loss, input_gradients, r1_penalty, wgan_gp_penalty
+from gan.model.module import GANModule, MemberStreams, instance_noise_std
+from gan.model.networks import Discriminator, Generator
+from gan.model.population import MinibatchStd, StackedBatchNorm, StackedLayerNorm, StackedLinear
 
 REAL = torch.tensor([[2.0, -1.0, 0.5, 0.0]])
 FAKE = torch.tensor([[-3.0, 0.0, 1.5, -0.5]])

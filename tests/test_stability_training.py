@@ -10,13 +10,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gan.activations import ACTIVATION_NAMES
 from gan.data import MNISTDataModule
 from gan.errors import ConfigError
-from gan.module import GANModule
+from gan.model.activations import ACTIVATION_NAMES
+from gan.model.module import GANModule
+from gan.runs.schema import CONF_DIR
+from gan.runs.training import prepare, train_pack
 from gan.sample import run as sample_run
-from gan.schema import CONF_DIR
-from gan.training import prepare, train_pack
 from tests.conftest import SCALAR_TAGS, compose_train, fast_overrides, image_tags, run, scalars, weights
 
 STABILITY_PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "stability").glob("*.yaml"))

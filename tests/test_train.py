@@ -172,7 +172,7 @@ def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, tiny_mnis
 
 
 def test_divergence_stops_the_run_and_is_recorded(tmp_path, tiny_mnist, monkeypatch):
-    from gan.losses import NonSaturatingLoss
+    from gan.model.losses import NonSaturatingLoss
 
     real_g_loss = NonSaturatingLoss.g_loss
     monkeypatch.setattr(NonSaturatingLoss, "g_loss", lambda self, logits: real_g_loss(self, logits) * float("nan"))

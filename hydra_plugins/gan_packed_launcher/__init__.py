@@ -1,11 +1,11 @@
 """The lab's packed launchers, named where Hydra looks for launchers (the ``hydra_plugins`` namespace).
 
-The code is ``gan.launcher``; see it for what packing does. ``hydra/launcher=packed`` trains packs in this process,
+The code is ``gan.runs.launcher``; see it for what packing does. ``hydra/launcher=packed`` trains packs in this process,
 ``packed_slurm`` (or ``packed_submitit_slurm``) sends each pack to SLURM, ``packed_submitit_local`` to local
 processes (tests).
 """
 
-from gan.launcher import PackedLauncherBase, PackedSubmititBase, register_configs
+from gan.runs.launcher import PackedLauncherBase, PackedSubmititBase, register_configs
 
 
 class PackedLauncher(PackedLauncherBase):

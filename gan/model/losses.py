@@ -163,8 +163,8 @@ class MemberLosses:
     def _per_group(self, fn, *tensors: torch.Tensor) -> torch.Tensor:
         """``fn(loss, index, *member slices)`` for each group, assembled into one [K] (or [K, B]) tensor.
 
-        On the CPU each member is computed on its own (as for ``gan.population.batched_matmul``): the backward of a
-        per-row reduction over [K, B] differed in the last bits from the same member's [1, B] (measured), and GAN
+        On the CPU each member is computed on its own (as for ``gan.model.population.batched_matmul``): the backward
+        of a per-row reduction over [K, B] differed in the last bits from the same member's [1, B] (measured), and GAN
         training amplifies last bits; per member, a pack computes exactly what a population of one does.
         """
         if tensors[0].device.type == "cpu" and tensors[0].shape[0] > 1:

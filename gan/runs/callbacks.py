@@ -1,6 +1,6 @@
 """Callbacks that make each member's run directory self-explaining: sample grids, scalars, member checkpoints.
 
-A training pack holds K members, each with its own run directory (``gan.rundir.MemberRun``); these callbacks
+A training pack holds K members, each with its own run directory (``gan.runs.rundir.MemberRun``); these callbacks
 write into every member's folder what a run alone writes there. ``gan.train`` binds them to the pack's members
 (``bind``) when it builds the Trainer.
 """
@@ -20,8 +20,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchvision.utils import make_grid, save_image
 
 from gan.errors import Interrupted, check_count
-from gan.packing import member_checkpoint
-from gan.rundir import MemberRun, atomic_write
+from gan.files import atomic_write
+from gan.runs.packing import member_checkpoint
+from gan.runs.rundir import MemberRun
 
 
 class MemberCallback(Callback):
@@ -40,7 +41,7 @@ class MemberCallback(Callback):
 
 
 def save_member_checkpoints(trainer: L.Trainer, runs: Sequence[MemberRun], relative_path: str) -> None:
-    """Each member's own checkpoint (``gan.packing.member_checkpoint`` of the pack's), written beside its path and
+    """Each member's own checkpoint (``gan.runs.packing.member_checkpoint`` of the pack's), written beside its path and
     renamed: a crash never leaves a broken file behind."""
     if not runs:
         return

@@ -35,16 +35,16 @@ import lightning as L
 import torch
 from torch import nn
 
-from gan.activations import output_bounds
-from gan.callbacks import MemberCallback
 from gan.errors import check_count, check_fraction
-from gan.population import member_generators
+from gan.model.activations import output_bounds
+from gan.model.population import member_generators
+from gan.runs.callbacks import MemberCallback
 
 DIAGNOSTICS_STREAM = 3  # salt of each member's probe-noise stream
 
 
 def hidden_layers(net: nn.Sequential) -> list[tuple[int, nn.Linear, nn.Module]]:
-    """(K, linear layer K, activation after it) for each hidden layer of a ``gan.networks.mlp``."""
+    """(K, linear layer K, activation after it) for each hidden layer of a ``gan.model.networks.mlp``."""
     modules = dict(net.named_children())
     layers, k = [], 1
     while f"fc{k}" in modules:

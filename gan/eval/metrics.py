@@ -1,4 +1,5 @@
-"""Sample-quality metrics from the MNIST evaluator, against the 10k MNIST test images.
+"""Sample-quality metrics (pure math on features and logits; ``gan.eval.classifier.Evaluator.score`` applies them
+to samples) from the MNIST evaluator, against the 10k MNIST test images.
 
 Feature-space metrics (fid, precision, recall, diversity) use the evaluator's 256 pooled conv features; the
 class-based ones (is, modes, kl_uniform) its predicted class probabilities.
@@ -17,18 +18,15 @@ class-based ones (is, modes, kl_uniform) its predicted class probabilities.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from gan.evaluator import Evaluator
-
 CONFIDENCE = 0.9
 MODE_SHARE = 0.01
 K_NEAREST = 3
-# Collapse verdicts, from the calibration sets (README "Collapse verdicts"; gan.corruptions.calibration_sets):
+# Collapse verdicts, from the calibration sets (README "Collapse verdicts"; gan.eval.corruptions.calibration_sets):
 # real digits of 2 classes cover 2 modes, of 9 classes 9, of all 10 classes 10; the fixed-noise diversity of real
 # digits of one class is 0.56 (all ones) to 0.80 (all zeros), of one image repeated 0.0005; every run of the GPU
 # study that failed covered 0 to 2 modes.
@@ -157,9 +155,3 @@ def features_metrics(
         "precision": precision,
         "recall": recall,
     }
-
-
-def score_samples(evaluator: Evaluator, samples: torch.Tensor, value_range: Sequence[float]) -> dict[str, float]:
-    """All metrics of N x 1024 samples (in ``value_range``) against the MNIST test split."""
-    feats, logits = evaluator.embed(samples, value_range)
-    return features_metrics(feats, logits, evaluator.test_features, evaluator.test_radii)

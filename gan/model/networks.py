@@ -1,5 +1,5 @@
 """The classic MLP GAN, as a population: K generators from noise to a flattened 32x32 image and K discriminators to
-one logit each, stored as one network of ``gan.population`` layers (a single run is K = 1).
+one logit each, stored as one network of ``gan.model.population`` layers (a single run is K = 1).
 
 Shapes: G maps z [K, B, latent] to images [K, B, 1024]; D maps images [K, B, 1024] to logits [K, B].
 Members share widths and the switches that add parameters or change shapes (normalization layers, the minibatch
@@ -21,7 +21,7 @@ from torch import nn
 
 from gan.errors import ConfigError
 from gan.images import IMAGE_DIM
-from gan.population import NORMS, MemberActivation, MinibatchStd, StackedLinear
+from gan.model.population import NORMS, MemberActivation, MinibatchStd, StackedLinear
 
 
 def check_norm(name: str, where: str) -> None:

@@ -5,7 +5,8 @@ YAML groups merge into it: a value of the wrong type (``data.batch_size=abc``) o
 (``+model.lr=1``) is refused by the schema while the config is composed, before any code of ours runs. The YAML
 files keep the defaults and their comments; the schema keeps the types. Rules that tie values together (wgan-gp
 with batch norm, label smoothing with hinge, ``d_out_act=sigmoid``, ...) are checked once per job by
-``gan.training.prepare`` (through ``gan.module.member_hparams`` and the data module), before anything is written.
+``gan.runs.training.prepare`` (through ``gan.model.module.member_hparams`` and the data module), before anything is
+written.
 
 Left open on purpose: ``trainer``, ``logger`` and ``callbacks`` hold Lightning's own constructor arguments (any
 ``+trainer.NAME=VALUE`` Lightning takes), which Lightning checks when ``prepare`` builds them.
@@ -17,7 +18,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import SI, DictConfig, OmegaConf
@@ -26,33 +27,33 @@ from omegaconf.errors import OmegaConfBaseException
 from gan.errors import ConfigError
 
 SCHEMA_NAME = "train_schema"
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def _adam() -> Dict[str, Any]:
-    return {"_target_": "gan.optim.Adam", "lr": 2.0e-4, "betas": [0.5, 0.999]}
+def _adam() -> dict[str, Any]:
+    return {"_target_": "gan.model.optim.Adam", "lr": 2.0e-4, "betas": [0.5, 0.999]}
 
 
 @dataclass
 class ModelConfig:
     """``model.*``: one member's architecture, activations, loss, stability switches and optimizers."""
 
-    _target_: str = "gan.module.member_hparams"
+    _target_: str = "gan.model.module.member_hparams"
     latent_dim: int = 100
-    g_hidden: List[int] = field(default_factory=lambda: [128, 256, 512])
-    d_hidden: List[int] = field(default_factory=lambda: [512, 256, 128])
+    g_hidden: list[int] = field(default_factory=lambda: [128, 256, 512])
+    d_hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
     g_act: str = "relu"
     g_out_act: str = "tanh"
     d_act: str = "leaky_relu"
     d_out_act: str = "identity"
-    act_params: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    act_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     loss: str = "ns"
     d_steps: int = 1
     gp_weight: float = 10.0
     r1_weight: float = 0.0
     label_smoothing: float = 0.0
     instance_noise: float = 0.0
-    instance_noise_iters: Optional[int] = None
+    instance_noise_iters: int | None = None
     g_norm: str = "none"
     d_norm: str = "none"
     d_spectral_norm: bool = False
@@ -60,8 +61,8 @@ class ModelConfig:
     d_minibatch_std_group: int = 4
     g_ema: bool = False
     g_ema_decay: float = 0.999
-    optimizer_g: Dict[str, Any] = field(default_factory=_adam)  # any torch.optim-style class and its arguments
-    optimizer_d: Dict[str, Any] = field(default_factory=_adam)
+    optimizer_g: dict[str, Any] = field(default_factory=_adam)  # any torch.optim-style class and its arguments
+    optimizer_d: dict[str, Any] = field(default_factory=_adam)
     num_fixed_samples: int = 64
     fixed_noise_seed: int = SI("${seed}")
 
@@ -75,16 +76,16 @@ class DataConfig:
     batch_size: int = 64
     download: bool = True
     seed: int = SI("${seed}")
-    train_size: Optional[int] = None
+    train_size: int | None = None
     subset_seed: int = 0
     augment: Any = "none"  # a policy name or a list of them
 
 
 @dataclass
 class EvalConfig:
-    """``eval.*``: sample quality while training (``gan.sample_quality.SampleQuality``)."""
+    """``eval.*``: sample quality while training (``gan.runs.quality.SampleQuality``)."""
 
-    _target_: str = "gan.sample_quality.SampleQuality"
+    _target_: str = "gan.runs.quality.SampleQuality"
     enabled: bool = True
     every_n_epochs: int = 5
     num_samples: int = 10000
@@ -95,9 +96,9 @@ class EvalConfig:
 
 @dataclass
 class DiagConfig:
-    """``diag.*``: per-layer activation diagnostics (``gan.diagnostics.ActivationDiagnostics``)."""
+    """``diag.*``: per-layer activation diagnostics (``gan.runs.diagnostics.ActivationDiagnostics``)."""
 
-    _target_: str = "gan.diagnostics.ActivationDiagnostics"
+    _target_: str = "gan.runs.diagnostics.ActivationDiagnostics"
     enabled: bool = True
     every_n_steps: int = 500
     histograms: bool = True
@@ -114,14 +115,14 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     diag: DiagConfig = field(default_factory=DiagConfig)
-    trainer: Dict[str, Any] = field(default_factory=dict)
-    logger: Optional[Dict[str, Any]] = None
-    callbacks: Dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] | None = None
+    callbacks: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    ckpt_path: Optional[str] = None
-    run_dir: Optional[str] = SI("${hydra:runtime.output_dir}")  # None outside a Hydra job
+    ckpt_path: str | None = None
+    run_dir: str | None = SI("${hydra:runtime.output_dir}")  # None outside a Hydra job
     float32_matmul_precision: str = "highest"
-    act: Optional[str] = None  # the one hidden activation of ``activation=same``
+    act: str | None = None  # the one hidden activation of ``activation=same``
 
 
 def safe_dirname(text: str, limit: int = 200) -> str:

@@ -9,8 +9,10 @@ test can pin it. Images are N x 28 x 28 floats in [0, 1] here; they are scored a
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +20,9 @@ import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
 from gan.data import load_split, to_flat_images
+from gan.eval.classifier import Evaluator
+from gan.eval.metrics import frechet_distance
+from gan.files import atomic_write
 
 Corruption = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
@@ -93,16 +98,15 @@ def flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def validate_metrics(
-    evaluator: Any, root: str, num_images: int = 10000, seed: int = 0, fid_only: bool = False
+    evaluator: Evaluator, root: str, num_images: int = 10000, seed: int = 0, fid_only: bool = False
 ) -> list[dict[str, Any]]:
     """Every metric (or only the fid) of ``num_images`` real training images, clean (severity 0) and under each
     corruption at each severity (1 to 4): one row each, with the corruption's parameter."""
-    from gan.metrics import frechet_distance, score_samples
 
     def score(images: torch.Tensor) -> dict[str, float]:
         if fid_only:
             return {"fid": frechet_distance(evaluator.embed(flat(images), (0.0, 1.0))[0], evaluator.test_features)}
-        return score_samples(evaluator, flat(images), (0.0, 1.0))
+        return evaluator.score(flat(images), (0.0, 1.0))
 
     x, _ = real_images(root, num_images, seed)
     clean = score(x)
@@ -117,14 +121,9 @@ def validate_metrics(
     return rows
 
 
-def write_validation(evaluator: Any, root: str, num_images: int, out: str) -> str:
+def write_validation(evaluator: Evaluator, root: str, num_images: int, out: str) -> str:
     """The corruption study into ``out``: validation.md (a table per metric: rows corruptions, columns severities),
     validation.json (every row) and validation.png (each metric against severity); prints the fid table."""
-    import json
-    from pathlib import Path
-
-    from gan.rundir import atomic_write
-
     rows = validate_metrics(evaluator, root, num_images)
     folder = Path(out)
     levels = "; ".join(f"{name} {list(values)}" for name, (_, values) in CORRUPTIONS.items())
@@ -145,8 +144,8 @@ def write_validation(evaluator: Any, root: str, num_images: int, out: str) -> st
     return str(folder.resolve())
 
 
-def plot_validation(rows: list[dict[str, Any]], path: Any) -> None:
-    import matplotlib
+def plot_validation(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib  # only here: the backend is chosen before pyplot is imported, and training never plots
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

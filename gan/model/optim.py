@@ -8,7 +8,7 @@ optimizer state stay as they were, while the others go on.
 
 The formulas are torch.optim's (``Adam``'s single-tensor path; ``SGD`` with momentum and dampening 0); each
 member's state is the slice ``[k]`` of every state tensor, and its hyperparameters element ``k`` of each list, so a
-member's optimizer state can be split from a pack's and merged into another (``gan.packing``).
+member's optimizer state can be split from a pack's and merged into another (``gan.runs.packing``).
 """
 
 from __future__ import annotations

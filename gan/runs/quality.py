@@ -4,7 +4,7 @@ Each member of a training pack is scored on its own, into its own run directory;
 members' samples together. Every epoch: ``eval/diversity`` of the fixed-noise grid (1 = as varied as real
 digits, 0 = one image 64 times).
 Every ``eval.every_n_epochs`` epochs and at the end of training: ``eval.num_samples`` samples from a fixed
-evaluation noise (the same z each time, so curves compare generators, not draws) scored by ``gan.metrics``,
+evaluation noise (the same z each time, so curves compare generators, not draws) scored by ``gan.eval.metrics``,
 logged under ``eval/`` and as the TensorBoard HPARAMS metrics, appended to ``RUN_DIR/results.json``, and the
 generator with the best fid so far kept as ``checkpoints/best-fid.ckpt``.
 
@@ -21,11 +21,11 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 
-from gan.callbacks import MemberCallback, save_member_checkpoints
-from gan.diagnostics import jacobian_conditioning
 from gan.errors import check_count, check_fraction
-from gan.evaluator import MIN_TEST_ACCURACY, Evaluator, load_evaluator
-from gan.metrics import K_NEAREST, METRIC_NAMES, VERDICTS, collapse_verdict, diversity, features_metrics
+from gan.eval.classifier import MIN_TEST_ACCURACY, Evaluator, load_evaluator
+from gan.eval.metrics import K_NEAREST, METRIC_NAMES, VERDICTS, collapse_verdict, diversity, features_metrics
+from gan.runs.callbacks import MemberCallback, save_member_checkpoints
+from gan.runs.diagnostics import jacobian_conditioning
 
 BEST_CHECKPOINT = "checkpoints/best-fid.ckpt"
 
@@ -40,7 +40,7 @@ def draw(
     module: L.LightningModule, num_samples: int, seed: int, chunk: int = 2000, ema: bool | None = None
 ) -> torch.Tensor:
     """``num_samples`` outputs of a population of one (N x 1024, on the CPU) from seeded noise: the same z as
-    training's evaluations with the same seed (``gan.sample_quality.eval_noise``).
+    training's evaluations with the same seed (``gan.runs.quality.eval_noise``).
 
     The noise comes from its own generator: drawing never disturbs a training stream. ``ema`` as in
     ``GANModule.sample`` (None: the weight average when the model keeps one).
@@ -161,7 +161,7 @@ class SampleQuality(MemberCallback):
 
     # ------------------------------------------------------------------ evaluation
     def conditioning(self, pl_module: L.LightningModule, members: Sequence[int]) -> dict[str, dict[int, float]]:
-        """G's Jacobian conditioning (``gan.diagnostics.jacobian_conditioning``) of the sampler that is scored, at
+        """G's Jacobian conditioning (``gan.runs.diagnostics.jacobian_conditioning``) of the sampler that is scored, at
         the first ``jacobian_samples`` evaluation z: {statistic: {member: value}} (empty when switched off)."""
         if self.jacobian_samples <= 0:
             return {}

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan.activations import build_activation
 from gan.errors import ConfigError
+from gan.model.activations import build_activation
 
 
 def member_generators(seeds: Sequence[int], salt: int) -> list[torch.Generator]:

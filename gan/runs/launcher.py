@@ -1,14 +1,14 @@
 """The packed launcher: a Hydra sweep's jobs grouped into packs of compatible configs, each pack trained as one
-population in one process (``gan.training.train_pack``).
+population in one process (``gan.runs.training.train_pack``).
 
     python -m gan.train -m experiment=activation_grid hydra/launcher=packed             # packs in this process
     python -m gan.train -m ... hydra/launcher=packed_slurm                                # one SLURM job (GPU) per pack
     python -m gan.train -m ... hydra/launcher=packed hydra.launcher.max_members=32        # packs of at most 32
 
 Every job first goes through Hydra's own job setup (its folder, ``.hydra/`` with the composed config and
-overrides) and ``gan.training.prepare`` (all values checked, resume settled). A bad value in any job stops the sweep
-before any pack starts, naming each bad job. Jobs whose configs agree on what a pack shares
-(``gan.packing.pack_key``) train together, at most ``max_members`` at a time; each member writes its own run
+overrides) and ``gan.runs.training.prepare`` (all values checked, resume settled). A bad value in any job stops the
+sweep before any pack starts, naming each bad job. Jobs whose configs agree on what a pack shares
+(``gan.runs.packing.pack_key``) train together, at most ``max_members`` at a time; each member writes its own run
 directory, and each job returns its final fid to the sweeper (NaN when it has none), so Optuna's batches of
 ``n_jobs`` trials train as packs too.
 
@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
@@ -37,15 +38,17 @@ log = logging.getLogger(__name__)
 
 
 def prepare_job(cfg: DictConfig) -> Any:
-    """Hydra's task for one job of a packed sweep: check it and return its plan (``gan.training.prepare``)."""
-    from gan.training import prepare
+    """Hydra's task for one job of a packed sweep: check it and return its plan (``gan.runs.training.prepare``)."""
+    # Imported here, not at the top (here and below): Hydra imports every launcher plugin when it scans for plugins,
+    # and torch + Lightning would add seconds to the start of every command.
+    from gan.runs.training import prepare
 
     return prepare(cfg)
 
 
 def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
     """Train one pack (in this process, or as a cluster job); a pack that cannot run reports it per member."""
-    from gan.training import train_pack
+    from gan.runs.training import train_pack  # lazily, as above
 
     try:
         return train_pack(plans)
@@ -63,7 +66,7 @@ def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
 class PackedLauncherBase(Launcher):
     """Groups the sweep's jobs into packs and trains them; subclasses choose where a pack runs (``run_packs``)."""
 
-    def __init__(self, max_members: Optional[int] = None, **executor: Any) -> None:
+    def __init__(self, max_members: int | None = None, **executor: Any) -> None:
         self.max_members = int(max_members) if max_members else None
         self.executor = {
             k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in executor.items()
@@ -76,8 +79,8 @@ class PackedLauncherBase(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from gan.packing import group_packs, pack_key
-        from gan.training import check_pack
+        from gan.runs.packing import group_packs, pack_key
+        from gan.runs.training import check_pack  # lazily: see prepare_job
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -173,7 +176,7 @@ class PackedSubmititBase(PackedLauncherBase):
 @dataclass
 class PackedLauncherConf:
     _target_: str = "hydra_plugins.gan_packed_launcher.PackedLauncher"
-    max_members: Optional[int] = None  # members per pack at most (null: every compatible job in one pack)
+    max_members: int | None = None  # members per pack at most (null: every compatible job in one pack)
 
 
 def register_configs(plugin_module: str) -> None:

@@ -5,7 +5,7 @@ the training subset, the normalization layers, the budget, the trainer, evaluati
 differ in the per-member settings (``MEMBER_CONFIG_KEYS``: seed, activations, loss, optimizer values, penalties,
 label smoothing, instance noise, augmentation, spectral norm, EMA decay). ``pack_key`` is what must match.
 
-Every tensor a population keeps has the member axis first (``gan.population``), so member k's checkpoint is slice
+Every tensor a population keeps has the member axis first (``gan.model.population``), so member k's checkpoint is slice
 ``[k:k+1]`` of each entry of the pack's, with its hyperparameters, optimizer values, data order and random streams
 picked from the per-member lists: exactly the checkpoint a population of one writes, which ``gan.sample``,
 ``gan.evaluate`` and ``ckpt_path=`` accept. Merging does the inverse, to resume a pack from its members' files.
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from gan.errors import CheckpointError
-from gan.optim import PER_MEMBER_KEYS
+from gan.model.optim import PER_MEMBER_KEYS
 
 # Config entries (dotted paths) that may differ between members of one pack.
 MEMBER_CONFIG_KEYS = (

@@ -2,7 +2,7 @@
 a population of one, through the same code.
 
 One training iteration = one batch = ``d_steps`` discriminator updates (each on its own slice of the real batch)
-followed by one generator update, for every member at once: G and D are ``gan.population`` networks whose tensors
+followed by one generator update, for every member at once: G and D are ``gan.model.population`` networks whose tensors
 carry the member axis first, each loss is one value per member, and the optimizers step all members with each
 member's own hyperparameters. Summing the members' losses before ``manual_backward`` gives each member exactly the
 gradient of its own loss. Every random draw of member k (its initial weights, training noise, instance noise,
@@ -31,18 +31,24 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from gan.activations import ACTIVATION_NAMES, check_activation, data_range
-from gan.augment import diff_augment, parse_policy
 from gan.errors import ConfigError, RunFailed
 from gan.images import IMAGE_SIZE
-from gan.losses import MemberLosses, check_loss, r1_penalty, wgan_gp_penalty
-from gan.networks import Discriminator, Generator, check_minibatch_std_group, check_norm
-from gan.optim import OPTIMIZERS, StackedOptimizer
-from gan.population import derived_seed, member_column, member_generators
+from gan.model.activations import ACTIVATION_NAMES, check_activation, data_range
+from gan.model.augment import diff_augment, parse_policy
+from gan.model.losses import MemberLosses, check_loss, r1_penalty, wgan_gp_penalty
+from gan.model.networks import Discriminator, Generator, check_minibatch_std_group, check_norm
+from gan.model.optim import OPTIMIZERS, StackedOptimizer
+from gan.model.population import derived_seed, member_column, member_generators
 
-DEFAULT_ADAM: dict[str, Any] = {"_target_": "gan.optim.Adam", "lr": 2e-4, "betas": [0.5, 0.999]}
+DEFAULT_ADAM: dict[str, Any] = {"_target_": "gan.model.optim.Adam", "lr": 2e-4, "betas": [0.5, 0.999]}
 # torch.optim names users may still write; the member-stacked optimizer with the same formula runs instead
-OPTIMIZER_ALIASES = {"torch.optim.Adam": "gan.optim.Adam", "torch.optim.SGD": "gan.optim.SGD"}
+# and the names checkpoints written before the package's floors (gan/model/, ...) stored
+OPTIMIZER_ALIASES = {
+    "torch.optim.Adam": "gan.model.optim.Adam",
+    "torch.optim.SGD": "gan.model.optim.SGD",
+    "gan.optim.Adam": "gan.model.optim.Adam",
+    "gan.optim.SGD": "gan.model.optim.SGD",
+}
 
 # What members of one pack share (shapes and the update schedule); everything else may differ per member.
 SHARED_KEYS = (
@@ -57,7 +63,7 @@ SHARED_KEYS = (
     "g_ema",
     "num_fixed_samples",
 )
-# Salts of each member's random streams (see gan.population.derived_seed).
+# Salts of each member's random streams (see gan.model.population.derived_seed).
 INIT_STREAM, TRAIN_STREAM = 1, 2
 
 
@@ -72,7 +78,7 @@ def _check_range(name: str, value: float, low: float, high: float, hint: str) ->
 
 
 def _optimizer_config(config: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
-    """An optimizer config with its ``_target_`` resolved to a member-stacked optimizer of ``gan.optim``."""
+    """An optimizer config with its ``_target_`` resolved to a member-stacked optimizer of ``gan.model.optim``."""
     config = dict(_plain(config) or DEFAULT_ADAM)
     target = OPTIMIZER_ALIASES.get(config.get("_target_", ""), config.get("_target_", ""))
     if target not in OPTIMIZERS:
@@ -343,7 +349,7 @@ class GANModule(L.LightningModule):
         self.gp_members = [k for k, m in enumerate(members) if self.losses.gradient_penalty[k] and m["gp_weight"] > 0]
         self.noisy_members = [k for k, m in enumerate(members) if m["instance_noise"] > 0]
         self._constants: dict[tuple, torch.Tensor] = {}
-        self.run_configs: list[dict[str, Any]] | None = None  # each member's composed config, set by gan.training
+        self.run_configs: list[dict[str, Any]] | None = None  # each member's composed config, set by gan.runs.training
         self._ema_started: bool | None = None  # read from the update counter once (it survives a resume)
         self.streams: MemberStreams | None = None
         self._saved_streams: Mapping[str, Any] | None = None

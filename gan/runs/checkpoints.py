@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from gan.errors import CheckpointError, ConfigError, check_count
-from gan.module import GANModule
+from gan.model.module import GANModule
 
 
 def read_checkpoint(path: str | Path, what: str = "ckpt_path") -> dict[str, Any]:

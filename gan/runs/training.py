@@ -10,6 +10,7 @@ same ``hydra.sweep.dir``).
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import sys
@@ -31,15 +32,15 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan.callbacks import MemberCallback, MemberScalars, SignalStop
-from gan.checkpoints import read_checkpoint
 from gan.data import MNISTDataModule
 from gan.errors import ConfigError, Interrupted, RunFailed, StorageError, check_count
-from gan.metrics import METRIC_NAMES
-from gan.module import GANModule
-from gan.packing import DATAMODULE_KEY, activation_order, merge_checkpoints
-from gan.rundir import HELD_LOCKS, MemberRun, RunResults, claim_run_dir, release_run_dir
-from gan.schema import TrainConfig, check_schema
+from gan.eval.metrics import METRIC_NAMES
+from gan.model.module import OPTIMIZER_ALIASES, GANModule
+from gan.runs.callbacks import MemberCallback, MemberScalars, SignalStop
+from gan.runs.checkpoints import read_checkpoint
+from gan.runs.packing import DATAMODULE_KEY, activation_order, merge_checkpoints
+from gan.runs.rundir import LAST_CHECKPOINT, MemberRun, RunResults, check_run_dir, claim_run_dir, release_run_dir
+from gan.runs.schema import TrainConfig, check_schema
 
 # A run stopped by a signal saves mid-epoch; the data module resumes such an epoch at its next batch (its
 # state_dict), which Lightning's check for a resumable dataloader does not see.
@@ -48,7 +49,6 @@ warnings.filterwarnings("ignore", message="You're resuming from a checkpoint tha
 # What a resumed run keeps from its checkpoint: what the run is (its model, the data it trains on and how D sees
 # it), not where or how long it runs. Compared key by key with the checkpoint's composed config.
 RESUME_INVARIANTS = ("model", "act", "data.augment", "data.train_size", "data.subset_seed")
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 def lightning_max_steps(max_steps: int | None, d_steps: int) -> int:
@@ -131,13 +131,24 @@ def _leaves(value: Any, prefix: str) -> dict[str, Any]:
 
 def saved_config(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The composed config a checkpoint ran with (checkpoints from before it was stored: rebuilt from its member
-    hyperparameters and the data module's training subset)."""
+    hyperparameters and the data module's training subset). Its settings are data: the model's ``_target_`` (the
+    code that builds it) is not taken from the file but from this lab's config, and its optimizers' names are
+    read as today's (``gan.optim.Adam`` in checkpoints written before the package's floors)."""
     if ckpt.get("run_configs"):
-        return ckpt["run_configs"][0]
-    member = dict(ckpt["hyper_parameters"]["members"][0])
-    data = {"augment": member.pop("augment", None), **(ckpt.get(DATAMODULE_KEY, {}).get("subset") or {})}
-    member.pop("seed", None)
-    return {"model": member, "data": data}
+        saved = copy.deepcopy(ckpt["run_configs"][0])
+    else:
+        member = dict(ckpt["hyper_parameters"]["members"][0])
+        data = {"augment": member.pop("augment", None), **(ckpt.get(DATAMODULE_KEY, {}).get("subset") or {})}
+        member.pop("seed", None)
+        saved = {"model": member, "data": data}
+    model = saved.get("model")
+    if isinstance(model, dict):
+        model.pop("_target_", None)
+        for key in ("optimizer_g", "optimizer_d"):
+            optimizer = model.get(key)
+            if isinstance(optimizer, dict) and optimizer.get("_target_") in OPTIMIZER_ALIASES:
+                optimizer["_target_"] = OPTIMIZER_ALIASES[optimizer["_target_"]]
+    return saved
 
 
 def resume_invariants(cfg: DictConfig, ckpt: dict[str, Any]) -> int:
@@ -265,26 +276,6 @@ def check_trainer(cfg: DictConfig, d_steps: int) -> None:
         )
 
 
-def check_run_dir(run_dir: str | Path, in_place: bool) -> None:
-    """A run folder belongs to one run: refused when another live process writes it (its lock), or when it holds a
-    run already and this is not a study resuming it in place (Hydra's run callback checks this too, before Hydra
-    writes its .hydra/ there)."""
-    folder = Path(run_dir).resolve()
-    if not folder.is_dir():
-        return  # nobody writes there yet
-    if folder not in HELD_LOCKS:  # a lock this process holds is its own run
-        claim_run_dir(folder, keep=False)  # the process that trains takes it for good
-    previous = RunResults.problem(folder) != "no results.json"
-    if previous and not in_place and not in_multirun():
-        record = RunResults.load(folder)
-        what = f"status {record.state()}, {record.iterations} iterations" if record else "an unreadable results.json"
-        raise ConfigError(
-            f"{folder} already holds a run ({what}); a run folder belongs to one run and is never overwritten. "
-            f"Leave hydra.run.dir out (each run gets its own folder) or choose a new one; to continue that run, "
-            f"resume it: ckpt_path={folder / LAST_CHECKPOINT} (the resumed run writes a new folder)."
-        )
-
-
 def prepare(cfg: DictConfig) -> MemberPlan:
     """Check one job's config (every value, before anything is written) and settle how it resumes."""
     check_schema(cfg)
@@ -301,7 +292,7 @@ def prepare(cfg: DictConfig) -> MemberPlan:
     # The data module's own checks (batch size, training subset size, all four MNIST files) run now.
     instantiate(cfg.data, "data", value_range=[0.0, 1.0], batches_per_iteration=member["d_steps"]).prepare_data()
     if done is None:
-        check_run_dir(cfg.run_dir, in_place=bool(resume_from))
+        check_run_dir(cfg.run_dir, in_place=bool(resume_from), multirun=in_multirun())
     config = OmegaConf.to_container(cfg, resolve=True)
     return MemberPlan(
         job=_job_name(),
@@ -318,7 +309,7 @@ def prepare(cfg: DictConfig) -> MemberPlan:
 # ----------------------------------------------------------------------------- a pack of plans -> one fit
 class PackCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO, with one addition: resuming a pack reads its members' own checkpoints and
-    merges them (``gan.packing.merge_checkpoints``) in place of one file."""
+    merges them (``gan.runs.packing.merge_checkpoints``) in place of one file."""
 
     def __init__(self, member_paths: Sequence[str]) -> None:
         super().__init__()

@@ -5,8 +5,8 @@
   Written when training starts (status ``running``), after every evaluation, and when the run ends:
   ``finished``, ``diverged`` (a non-finite loss), ``interrupted`` or ``failed`` (any other error, with its
   reason).
-- ``atomic_write``: every file the lab writes (results.json, checkpoints, the evaluator's cache) is written beside
-  its path and renamed, so a crash never leaves half a file and a reader never sees one.
+- The folder's lock (``claim_run_dir``) and its rule (``check_run_dir``): a run folder belongs to one run; Hydra's
+  run callback (``RunDirGuard``) applies the rule before Hydra writes into the folder.
 - ``MemberRun``: one member of a training pack as its run directory sees it, with the loggers that can take text,
   images or histograms (``experiments``), and the run's config logged once (``log_config``).
 """
@@ -14,27 +14,32 @@
 from __future__ import annotations
 
 import contextlib
-import errno
+import fcntl
 import json
 import math
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
 
 from gan.errors import ConfigError, StorageError
+from gan.eval.metrics import METRIC_NAMES
+from gan.files import write_json_atomic
 
 RESULTS_NAME = "results.json"
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 LOCK_NAME = ".lock"
 HEARTBEAT_S = 60.0  # a running run rewrites its results.json at least this often (its heartbeat)
 STALE_S = 900.0  # a "running" record from another machine whose heartbeat is older than this was killed
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 # The run folders this process writes, each with its open lock file (an flock held until the process ends: a
@@ -45,8 +50,6 @@ HELD_LOCKS: dict[Path, Any] = {}
 def claim_run_dir(run_dir: str | Path, keep: bool = True) -> None:
     """Take ``run_dir``'s lock for this process (again: a no-op); a ConfigError names the process holding it.
     ``keep=False`` only checks that no live process holds it: the lock is given back and its file left as it was."""
-    import fcntl
-
     folder = Path(run_dir).resolve()
     if folder in HELD_LOCKS:
         return
@@ -84,42 +87,28 @@ def release_run_dir(run_dir: str | Path) -> None:
         handle.close()
 
 
+def check_run_dir(run_dir: str | Path, in_place: bool, multirun: bool) -> None:
+    """A run folder belongs to one run: refused when another live process writes it (its lock), or when it holds a
+    run already and this is neither a study resuming it in place nor a sweep's job (whose folder the study resume
+    reads first)."""
+    folder = Path(run_dir).resolve()
+    if not folder.is_dir():
+        return  # nobody writes there yet
+    if folder not in HELD_LOCKS:  # a lock this process holds is its own run
+        claim_run_dir(folder, keep=False)  # the process that trains takes it for good
+    previous = RunResults.problem(folder) != "no results.json"
+    if previous and not in_place and not multirun:
+        record = RunResults.load(folder)
+        what = f"status {record.state()}, {record.iterations} iterations" if record else "an unreadable results.json"
+        raise ConfigError(
+            f"{folder} already holds a run ({what}); a run folder belongs to one run and is never overwritten. "
+            f"Leave hydra.run.dir out (each run gets its own folder) or choose a new one; to continue that run, "
+            f"resume it: ckpt_path={folder / LAST_CHECKPOINT} (the resumed run writes a new folder)."
+        )
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
-    """``write(tmp)`` a file beside ``path``, then rename it over ``path`` (an atomic step on one file system)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if isinstance(exc, StorageError):
-            raise
-        problem = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only"}.get(
-            exc.errno, exc.strerror or str(exc)
-        )
-        kept = f"the previous {path.name} is kept as it was" if path.exists() else f"no {path.name} was written"
-        error = StorageError(f"Cannot write {path}: {problem} ({kept}). Free space or choose a writable folder.")
-        error.errno = exc.errno
-        raise error from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    return path
-
-
-def _metric_names() -> tuple[str, ...]:
-    from gan.metrics import METRIC_NAMES
-
-    return tuple(METRIC_NAMES)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
 
 
 class RunResults:
@@ -174,10 +163,10 @@ class RunResults:
             return f"{RESULTS_NAME} is not a run record of this lab (no valid status)"
         records = [data.get("best"), data.get("final"), *(data.get("evaluations") or [])]
         if not isinstance(data.get("evaluations", []), list) or not all(
-            r is None or (isinstance(r, dict) and all(isinstance(r.get(m), (int, float)) for m in _metric_names()))
+            r is None or (isinstance(r, dict) and all(isinstance(r.get(m), (int, float)) for m in METRIC_NAMES))
             for r in records
         ):
-            return f"{RESULTS_NAME} has evaluations without the metrics ({', '.join(_metric_names())})"
+            return f"{RESULTS_NAME} has evaluations without the metrics ({', '.join(METRIC_NAMES)})"
         return None
 
     def state(self) -> str:
@@ -323,10 +312,6 @@ class MemberRun:
         its SummaryWriter's ``file_writer`` (into the run's one event file) and ``hparams.yaml`` through
         Lightning's ``save_hparams_to_yaml``; any other logger gets ``log_hyperparams(config)``.
         """
-        from lightning.pytorch.core.saving import save_hparams_to_yaml
-        from lightning.pytorch.loggers import TensorBoardLogger
-        from torch.utils.tensorboard.summary import hparams
-
         config = self.record.config
         for experiment in self.experiments("add_text"):
             experiment.add_text("config", "```yaml\n" + config_yaml + "```", 0)
@@ -345,11 +330,9 @@ class RunDirGuard(HydraCallback):
     before Hydra writes its ``.hydra/`` there, so a run refused for an occupied folder changes nothing in it."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        from gan.training import check_run_dir
-
         folder = Path(str(config.hydra.run.dir)).resolve()
         try:
-            check_run_dir(folder, in_place=False)
+            check_run_dir(folder, in_place=False, multirun=False)
             claim_run_dir(folder)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,273 @@
+"""The MNIST evaluator: a small CNN trained on MNIST itself, the feature extractor behind every sample metric.
+
+Inception features do not suit 32x32 digits; the field's practice is a classifier trained on MNIST. It is trained
+once (``python -m gan.evaluator data.root=ROOT``, the command in ``gan/evaluator.py``, or automatically on first
+use) and cached with the SHA-256 of the files it was trained on and its test accuracy. A cache whose checksums,
+version or contents do not match is rebuilt, never silently used. The cache also holds the test split's features and
+logits: the real reference statistics every evaluation compares against.
+
+    python -m gan.evaluator data.root=../shared/mnist     # train (or verify) and print accuracy as JSON
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gan.data import SPLIT_FILES, _existing, check_files, ensure_mnist, load_split, raw_folder, to_flat_images
+from gan.errors import DataError
+from gan.eval.metrics import features_metrics, kth_neighbour_radius
+from gan.files import atomic_write
+from gan.images import IMAGE_SIZE
+
+EVALUATOR_VERSION = 2  # bump when the architecture or training recipe changes: old caches are rebuilt
+MIN_TEST_ACCURACY = 0.99
+CACHE_NAME = "mnist_evaluator.pt"
+
+
+class MNISTClassifier(nn.Module):
+    """Three conv blocks and a small classifier head; input N x 1024 images in [0, 1].
+
+    Features for the distance-based metrics are the last conv maps average-pooled to 64 x 2 x 2 = 256 values.
+    (The 128-unit layer before the logits was tried first: uniform noise lands near its origin, inside the
+    k-NN balls of faint real digits, and scored precision 1.0; in the conv features it scores 0.)
+    """
+
+    num_features = 256
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 32 -> 16
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 16 -> 8
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 8 -> 4
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 16, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10)
+        )
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.conv(x.view(-1, 1, IMAGE_SIZE, IMAGE_SIZE))
+        return F.avg_pool2d(maps, 2).flatten(1), self.head(maps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features_and_logits(x)[1]
+
+
+@dataclass
+class Evaluator:
+    """The trained classifier plus the real test split's features and logits (the reference for every metric)."""
+
+    model: MNISTClassifier
+    test_accuracy: float
+    test_features: torch.Tensor  # 10k x 256
+    test_logits: torch.Tensor  # 10k x 10
+    test_radii: torch.Tensor  # distance of each test feature to its k-th nearest neighbour (precision's balls)
+    path: Path
+
+    def embed(
+        self, images: torch.Tensor, value_range: Sequence[float], batch_size: int = 2000
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and logits of N x 1024 images given in ``value_range`` (clamped to it, as pixels are), on the
+        CPU."""
+        feats, logits = self.embed_members(images.unsqueeze(0), [value_range], batch_size)
+        return feats[0].cpu(), logits[0].cpu()
+
+    def embed_members(
+        self, images: torch.Tensor, value_ranges: Sequence[Sequence[float]], batch_size: int = 2000
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features [n, N, 256] and logits [n, N, 10] of n members' images [n, N, 1024], member i's given in
+        ``value_ranges[i]``; all members' images pass through the classifier together, ``batch_size`` at a time,
+        on the evaluator's device (a member's results do not depend on the others: each image is its own)."""
+        n, count = images.shape[:2]
+        device = next(self.model.parameters()).device
+        lows = torch.tensor([float(r[0]) for r in value_ranges], device=device).view(-1, 1, 1)
+        spans = torch.tensor([float(r[1]) - float(r[0]) for r in value_ranges], device=device).view(-1, 1, 1)
+        unit = ((images.to(device).float() - lows) / spans).clamp_(0, 1).view(n * count, -1)
+        feats, logits = embed(self.model, unit, (0.0, 1.0), batch_size, keep_device=True)
+        return feats.view(n, count, -1), logits.view(n, count, -1)
+
+    def score(self, samples: torch.Tensor, value_range: Sequence[float]) -> dict[str, float]:
+        """All metrics of N x 1024 samples (in ``value_range``) against the MNIST test split."""
+        feats, logits = self.embed(samples, value_range)
+        return features_metrics(feats, logits, self.test_features, self.test_radii)
+
+    def to(self, device: torch.device | str) -> Evaluator:
+        """This evaluator with its classifier and reference statistics on ``device``."""
+        device = torch.device(device)
+        if next(self.model.parameters()).device == device:
+            return self
+        model = copy.deepcopy(self.model).to(device)
+        return Evaluator(
+            model,
+            self.test_accuracy,
+            self.test_features.to(device),
+            self.test_logits.to(device),
+            self.test_radii.to(device),
+            self.path,
+        )
+
+
+@torch.no_grad()
+def embed(
+    model: MNISTClassifier,
+    images: torch.Tensor,
+    value_range: Sequence[float],
+    batch_size: int = 2000,
+    keep_device: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and logits of N x 1024 images given in ``value_range`` (clamped to it, as pixels are); on the
+    CPU, or on the model's device with ``keep_device``."""
+    lo, hi = float(value_range[0]), float(value_range[1])
+    model.eval()
+    device = next(model.parameters()).device
+    feats, logits = [], []
+    for chunk in images.split(batch_size):
+        unit = ((chunk.to(device).float() - lo) / (hi - lo)).clamp_(0, 1)
+        f, lg = model.features_and_logits(unit)
+        feats.append(f if keep_device else f.cpu())
+        logits.append(lg if keep_device else lg.cpu())
+    return torch.cat(feats), torch.cat(logits)
+
+
+def data_checksums(root: str | Path) -> dict[str, str]:
+    """SHA-256 of each raw MNIST file (plain or .gz) under ``root``."""
+    folder = raw_folder(root)
+    sums = {}
+    for name in (n for pair in SPLIT_FILES.values() for n in pair):
+        path = _existing(folder, name)
+        if path is None:
+            raise DataError(f"MNIST file {name} missing in {folder}.")
+        sums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return sums
+
+
+def cache_path(root: str | Path) -> Path:
+    """``ROOT/evaluator/`` when the data folder is writable, else a per-user cache keyed by the data's path."""
+    folder = raw_folder(root).parent.parent
+    if os.access(folder, os.W_OK) and folder.stat().st_mode & stat.S_IWUSR:
+        return folder / "evaluator" / CACHE_NAME
+    key = hashlib.sha256(str(folder).encode()).hexdigest()[:12]
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "gan-activation-lab" / f"evaluator-{key}" / CACHE_NAME
+
+
+def train_classifier(
+    root: str | Path, epochs: int = 4, batch_size: int = 128, seed: int = 0, log: bool = True
+) -> tuple[MNISTClassifier, float]:
+    """Train on the 60k train split, return the model and its accuracy on the 10k test split."""
+    torch.manual_seed(seed)
+    train_x, train_y = load_split(root, "train")
+    x = to_flat_images(train_x, (0.0, 1.0))
+    model = MNISTClassifier()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    steps = epochs * (len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(len(x) // batch_size):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            loss = F.cross_entropy(model(x[idx]), train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if log:
+            print(f"evaluator epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.4f}", flush=True)
+    model.eval()
+    return model, _accuracy(model, root)
+
+
+def _accuracy(model: MNISTClassifier, root: str | Path) -> float:
+    test_x, test_y = load_split(root, "test")
+    _, logits = embed(model, to_flat_images(test_x, (0.0, 1.0)), (0.0, 1.0))
+    return (logits.argmax(1) == test_y).float().mean().item()
+
+
+def _reference(model: MNISTClassifier, root: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    test_x, _ = load_split(root, "test")
+    feats, logits = embed(model, to_flat_images(test_x, (0.0, 1.0)), (0.0, 1.0))
+    return feats, logits, kth_neighbour_radius(feats)
+
+
+def _load_cache(path: Path, checksums: dict[str, str]) -> Evaluator | None:
+    """The cached evaluator if it is intact and was made from exactly these files; else None (and why)."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model = MNISTClassifier()
+        model.load_state_dict(blob["state_dict"])
+        stale = blob["version"] != EVALUATOR_VERSION or blob["data_sha256"] != checksums
+        feats, logits, radii = blob["test_features"], blob["test_logits"], blob["test_radii"]
+        accuracy = float(blob["test_accuracy"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt
+        print(f"evaluator cache {path} is unreadable ({type(exc).__name__}); rebuilding it", flush=True)
+        return None
+    if stale:
+        print(f"evaluator cache {path} was made from other data or an older version; rebuilding it", flush=True)
+        return None
+    return Evaluator(model.eval(), accuracy, feats, logits, radii, path)
+
+
+def load_evaluator(
+    root: str | Path, download: bool = False, train_if_missing: bool = True, min_accuracy: float = MIN_TEST_ACCURACY
+) -> Evaluator:
+    """The cached evaluator for the MNIST under ``root``, trained and cached first when needed.
+
+    ``min_accuracy`` guards the metrics: an evaluator below it is refused (tests on tiny fake data lower it).
+    The global random state is left as it was, so that a run with evaluation trains exactly as one without.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return _load_or_train(root, download, train_if_missing, min_accuracy)
+
+
+def _load_or_train(root: str | Path, download: bool, train_if_missing: bool, min_accuracy: float) -> Evaluator:
+    ensure_mnist(root, download)
+    check_files(root)  # a damaged file is named now, not after minutes of training the evaluator
+    checksums = data_checksums(root)
+    path = cache_path(root)
+    cached = _load_cache(path, checksums)
+    if cached is not None and cached.test_accuracy >= min_accuracy:
+        return cached
+    if not train_if_missing:
+        raise DataError(f"No valid evaluator cache at {path}; run python -m gan.evaluator data.root={root}.")
+    start = time.perf_counter()
+    model, accuracy = train_classifier(root)
+    if accuracy < min_accuracy:
+        raise DataError(
+            f"The evaluator reached {accuracy:.4f} test accuracy, below the {min_accuracy} it must reach; "
+            f"not caching it. Is {raw_folder(root)} the real MNIST?"
+        )
+    feats, logits, radii = _reference(model, root)
+    cache = {
+        "version": EVALUATOR_VERSION,
+        "state_dict": model.state_dict(),
+        "test_accuracy": accuracy,
+        "data_sha256": checksums,
+        "test_features": feats,
+        "test_logits": logits,
+        "test_radii": radii,
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+    atomic_write(path, lambda tmp: torch.save(cache, tmp))
+    print(f"evaluator trained in {time.perf_counter() - start:.0f} s: test accuracy {accuracy:.4f}, cached at {path}")
+    return Evaluator(model, accuracy, feats, logits, radii, path)
