@@ -17,7 +17,6 @@ line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import statistics
 import tempfile
@@ -36,11 +35,13 @@ from torch import nn
 
 from gan.errors import ConfigError, exits_on_error
 from gan.images import IMAGE_DIM
-from gan.model.activations import build_activation
+from gan.model.activations import build_activation, data_range
 from gan.model.losses import MemberLosses
-from gan.model.module import GANModule, member_hparams
+from gan.model.module import GANModule
+from gan.model.spec import default
+from gan.runs.build import build_callbacks, build_datamodule, build_trainer
+from gan.runs.plan import member_config
 from gan.runs.schema import CONF_DIR
-from gan.runs.training import MemberPlan, build_datamodule, build_trainer, member_config
 
 GRID_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
 # Stability switches the bare reference loop does not implement (it matches them only at their defaults).
@@ -58,12 +59,11 @@ REFERENCE_SWITCHES = (
 
 def check_reference_can_match(member: dict[str, Any]) -> None:
     """Refuse stability switches and penalised losses: the reference would skip their work and flatter itself."""
-    defaults = inspect.signature(member_hparams).parameters
-    changed = [f"model.{k}={member[k]!r}" for k in REFERENCE_SWITCHES if member[k] != defaults[k].default]
+    changed = [f"model.{k}={member[k]!r}" for k in REFERENCE_SWITCHES if member[k] != default(k)]
     if member["loss"] == "wgan-gp":
         changed.append("model.loss='wgan-gp'")
     if member["augment"]:
-        changed.append("data.augment")
+        changed.append("model.augment")
     if changed:
         raise ConfigError(
             f"gan.bench compares the plain GAN iteration with a bare PyTorch loop, which does not implement "
@@ -188,6 +188,11 @@ def _compose_bench(data_root: str, run_dir: str, accelerator: str, overrides: Se
         )
 
 
+def data_range_of(member: dict[str, Any]) -> tuple[float, float]:
+    """The member's data range (its generator's output activation)."""
+    return data_range(member["g_out_act"], member["act_params"].get(member["g_out_act"]))
+
+
 def pack_members(member: dict[str, Any], count: int) -> list[dict[str, Any]]:
     """``count`` members: seeds 0..count-1, hidden activations cycling over the activation grid's 7 x 7."""
     out = []
@@ -203,11 +208,10 @@ def pack_members(member: dict[str, Any], count: int) -> list[dict[str, Any]]:
 def time_lightning(cfg: DictConfig, members: list[dict[str, Any]], warmup: int, iters: int) -> float:
     """Seconds for ``iters`` iterations of ``gan.train``'s Trainer on a population of ``members``."""
     L.seed_everything(0, verbose=False)
-    module = GANModule(members=members)
-    plans = [MemberPlan("bench", str(cfg.run_dir), {"data": {"seed": m["seed"]}}, m) for m in members]
-    datamodule = build_datamodule(cfg, module, plans)
+    module = GANModule(members=members, checked=True)
+    datamodule = build_datamodule(cfg, [m["seed"] for m in members], module.data_ranges, module.shared["d_steps"])
     with_steps = OmegaConf.merge(cfg, {"trainer": {"max_steps": warmup + iters}})
-    trainer = build_trainer(with_steps, module.shared["d_steps"])
+    trainer = build_trainer(with_steps, module.shared["d_steps"], build_callbacks(with_steps))
     timer = Timer(warmup)
     trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=datamodule)
@@ -248,8 +252,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
         member = member_config(OmegaConf.merge(cfg, {"seed": 0}))
         check_reference_can_match(member)
-        module = GANModule(members=[member])
-        data = build_datamodule(cfg, module, [MemberPlan("bench", tmp, {"data": {"seed": 0}}, member)])
+        data = build_datamodule(cfg, [0], [data_range_of(member)], member["d_steps"])
         reference = ReferenceLoop(member, data.train_bytes, int(cfg.data.batch_size), device)
         images = reference.images_per_iteration
         members = pack_members(member, args.members)

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from gan.errors import ConfigError, DataError
 from gan.images import IMAGE_SIZE
-from gan.model.augment import parse_policy
 
 SPLIT_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -203,6 +202,24 @@ def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     return torch.cat(picked).sort().values
 
 
+def check_settings(batch_size: object, train_size: object, batches_per_iteration: int) -> None:
+    """The data settings' own rules, checked before anything is built or read (and again by the data module)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size!r}.")
+    if train_size is not None and int(train_size) < batch_size * int(batches_per_iteration):
+        raise ConfigError(
+            f"data.train_size={train_size} is smaller than one iteration's real images "
+            f"({batch_size * int(batches_per_iteration)} = data.batch_size x model.d_steps). Use a larger "
+            "train_size, or null for the whole training split."
+        )
+
+
+def prepare_files(root: str | Path, download: bool) -> None:
+    """MNIST's four files under ``root``, downloaded when missing and allowed, each checked from its header."""
+    ensure_mnist(root, download)
+    check_files(root)
+
+
 class PackedBatches:
     """Each member's shuffled batches of an in-memory image set, as indices: per step a [K, batch] index tensor.
 
@@ -259,9 +276,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     An epoch is always one full training split's worth of batches (60,000 images): with ``train_size`` N it is
     about 60,000 / N passes over the subset, so limited-data runs keep the budget and the per-epoch logging,
-    evaluation and checkpoint cadence of full-data runs. ``augment`` (DiffAugment) is a per-member setting of the
-    model; it is accepted here, so that ``data.augment`` reads as the data setting it is, and recorded with the
-    training subset.
+    evaluation and checkpoint cadence of full-data runs. Augmentation (DiffAugment) is what D sees, a per-member
+    setting of the model (``model.augment``), not of the data.
     """
 
     def __init__(
@@ -274,11 +290,9 @@ class MNISTDataModule(L.LightningDataModule):
         batches_per_iteration: int = 1,
         train_size: int | None = None,
         subset_seed: int = 0,
-        augment: str | Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(batch_size, int) or int(batch_size) < 1:
-            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size!r}.")
+        check_settings(batch_size, train_size, batches_per_iteration)
         self.root = root
         self.batch_size = int(batch_size)
         self.download = bool(download)
@@ -291,15 +305,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.value_ranges = [(float(lo), float(hi)) for lo, hi in ranges]
         # With model.d_steps = k each iteration needs k real batches: one for each discriminator update.
         self.batches_per_iteration = int(batches_per_iteration)
-        if train_size is not None and int(train_size) < self.batch_size * self.batches_per_iteration:
-            raise ValueError(
-                f"data.train_size={train_size} is smaller than one iteration's real images "
-                f"({self.batch_size * self.batches_per_iteration} = data.batch_size x model.d_steps). Use a larger "
-                "train_size, or null for the whole training split."
-            )
         self.train_size = None if train_size is None else int(train_size)
         self.subset_seed = int(subset_seed)
-        self.augment = list(parse_policy(augment))
         self.shuffle_generators = [torch.Generator().manual_seed(s) for s in seeds]
         self.train_bytes: torch.Tensor | None = None  # N x 1024 uint8, padded
         self.train_labels: torch.Tensor | None = None
@@ -317,8 +324,7 @@ class MNISTDataModule(L.LightningDataModule):
         return self.value_ranges[0]
 
     def prepare_data(self) -> None:
-        ensure_mnist(self.root, self.download)
-        check_files(self.root)
+        prepare_files(self.root, self.download)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_bytes is None:

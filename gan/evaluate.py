@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 from gan.errors import check_fraction, exits_on_error
 from gan.eval.classifier import load_evaluator
 from gan.eval.metrics import K_NEAREST
+from gan.eval.sampling import draw
 from gan.runs.checkpoints import check_sampling_args, checked_ema, finite_samples, load_generator
-from gan.runs.quality import draw
 
 
 def run(cfg: DictConfig) -> dict[str, float]:

@@ -14,9 +14,9 @@ from omegaconf import DictConfig
 from torchvision.utils import save_image
 
 from gan.errors import exits_on_error
+from gan.eval.sampling import draw
 from gan.files import atomic_write
 from gan.runs.checkpoints import check_sampling_args, checked_ema, finite_samples, load_generator
-from gan.runs.quality import draw
 
 
 def run(cfg: DictConfig) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """``python -m gan.train [overrides]`` trains one GAN; ``-m`` sweeps (Hydra multirun): the command.
 
-The work is ``gan.runs.training`` (prepare each job, train packs); the config is ``conf/train.yaml`` on the typed
-schema of ``gan.runs.schema``.
+The work is ``gan.runs`` (``plan``: check each job; ``fit``: train packs); the config is ``conf/train.yaml`` on
+the typed schema of ``gan.runs.schema``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import hydra
 from omegaconf import DictConfig
 
 from gan.errors import Interrupted, LabError, RunFailed
+from gan.runs.fit import train
+from gan.runs.plan import JobState
 from gan.runs.schema import register
-from gan.runs.training import in_multirun, train
 
 register()  # the schema and the folder-name resolver, before Hydra composes
 
@@ -26,19 +27,20 @@ def main(cfg: DictConfig) -> float:
 
     In a multirun a job that fails reports and returns NaN, so that the sweep goes on with the next job.
     """
+    job = JobState.from_hydra()  # read once, here at the entry, and passed down
     try:
-        summary = train(cfg)
+        summary = train(cfg, job)
     except Interrupted as exc:  # the whole sweep stops too: the scheduler wants the process gone
         print(f"run {exc}; recorded in {Path(cfg.run_dir).resolve() / 'results.json'}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except RunFailed as exc:
         print(f"run {exc}; recorded in {Path(cfg.run_dir).resolve() / 'results.json'}", file=sys.stderr)
-        if in_multirun():
+        if job.multirun:
             return math.nan
         sys.exit(1)
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if in_multirun():
+        if job.multirun:
             return math.nan
         sys.exit(2)
     return summary.get("final_metrics", {}).get("fid", math.nan)

@@ -6,8 +6,8 @@ from omegaconf import OmegaConf
 
 from gan import bench
 from gan.errors import ConfigError
-from gan.model.module import member_hparams
-from tests.conftest import make_mnist
+from gan.model.spec import member_hparams
+from tests.helpers import make_mnist
 
 
 @pytest.mark.slow  # a gan.bench run
@@ -70,7 +70,7 @@ def test_reference_loop_trains_the_same_model():
     assert len(ref.opt_g.state) == 6 and len(ref.opt_d.state) == 4
 
 
-@pytest.mark.parametrize("override", ["stability=r1", "stability=wgan_gp", "stability=g_ema", "data.augment=cutout"])
+@pytest.mark.parametrize("override", ["stability=r1", "stability=wgan_gp", "stability=g_ema", "model.augment=cutout"])
 def test_bench_refuses_switches_the_reference_does_not_implement(tmp_path, override, capsys):
     root = make_mnist(tmp_path / "data", n_train=512, n_test=16)
     with pytest.raises(SystemExit) as exit_info:  # a clear message and status 2, no traceback

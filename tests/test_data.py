@@ -1,3 +1,5 @@
+"""gan.data: reading MNIST's IDX files, padding and scaling, packed batches, limited-data subsets."""
+
 import gzip
 
 import pytest
@@ -8,6 +10,7 @@ from gan.data import (
     LABELS_MAGIC,
     MNISTDataModule,
     PackedBatches,
+    balanced_subset,
     load_split,
     padded_bytes,
     raw_folder,
@@ -15,7 +18,7 @@ from gan.data import (
     to_flat_images,
 )
 from gan.errors import DataError
-from tests.conftest import make_mnist, write_idx
+from tests.helpers import CPU, REAL_MNIST, gens, make_mnist, needs_real_mnist, write_idx
 
 
 def test_loads_pads_flattens_and_scales_to_tanh_range(tiny_mnist):
@@ -51,10 +54,6 @@ def test_gz_files_are_read(tmp_path):
     make_mnist(tmp_path, n_train=20, n_test=10, gz=True)
     images, labels = load_split(tmp_path, "train")
     assert images.shape == (20, 28, 28) and len(labels) == 20
-
-
-def gens(*seeds):
-    return [torch.Generator().manual_seed(s) for s in seeds]
 
 
 def epoch_indices(batches):
@@ -192,3 +191,71 @@ def test_gzip_helper_is_really_gzip(tmp_path):
     make_mnist(tmp_path, n_train=2, n_test=2, gz=True)
     with gzip.open(raw_folder(tmp_path) / "t10k-labels-idx1-ubyte.gz") as fh:
         assert fh.read(4) == LABELS_MAGIC.to_bytes(4, "big")
+
+
+def test_balanced_subset_is_fixed_per_seed_and_class_balanced():
+    labels = torch.arange(5000) % 10
+    a, b, c = balanced_subset(labels, 1005, 0), balanced_subset(labels, 1005, 0), balanced_subset(labels, 1005, 1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    counts = torch.bincount(labels[a], minlength=10)
+    assert len(a) == len(set(a.tolist())) == 1005
+    assert sorted(counts.tolist()) == [100] * 5 + [101] * 5
+    with pytest.raises(DataError, match="needs 501 images of class 0.*has 500"):
+        balanced_subset(labels, 5010, 0)
+
+
+def test_data_module_subset_keeps_the_full_epoch_length(tiny_mnist):
+    full = MNISTDataModule(str(tiny_mnist), batch_size=16)
+    small = MNISTDataModule(str(tiny_mnist), batch_size=16, train_size=40)
+    full.setup(), small.setup()
+    assert len(small.train_images) == 40 and torch.bincount(small.train_labels).tolist() == [4] * 10
+    assert len(small.train_dataloader()) == len(full.train_dataloader()) == 256 // 16
+    batches = [small.transfer_batch_to_device(b, CPU, 0) for b in small.train_dataloader()]
+    assert len(batches) == 16 and all(b.shape == (1, 16, 1024) for b in batches)
+    seen = torch.cat(batches[:2], dim=1)[0]  # 32 images: only subset images
+    assert all(any(torch.equal(img, s) for s in small.train_images) for img in seen)
+    with pytest.raises(ValueError, match="data.train_size=8 is smaller than one iteration's real images"):
+        MNISTDataModule(str(tiny_mnist), batch_size=16, train_size=8)
+    with pytest.raises(DataError, match="data.train_size=999 is larger than the training split"):
+        MNISTDataModule(str(tiny_mnist), batch_size=16, train_size=999).setup()
+
+
+def test_packed_batches_beyond_one_pass_visit_every_item_each_pass():
+    loader = PackedBatches(10, 5, gens(0, 1), num_batches=6)
+    steps = list(loader)
+    assert len(steps) == 6 and [s for _, s in steps] == list(range(6))
+    plan = steps[0][0]
+    assert plan.shape == (6, 2, 5)
+    for k in range(2):
+        for p in range(3):
+            assert sorted(plan[2 * p, k].tolist() + plan[2 * p + 1, k].tolist()) == list(range(10))
+    assert not torch.equal(plan[:, 0], plan[:, 1])  # each member its own order
+
+
+@needs_real_mnist
+@pytest.mark.slow
+def test_real_splits_decode_to_60k_and_10k_padded_images():
+    images, labels = load_split(REAL_MNIST, "train")
+    assert images.shape == (60000, 28, 28) and labels.bincount().tolist()[0] == 5923
+    dm = MNISTDataModule(root=str(REAL_MNIST), value_range=(-1.0, 1.0), download=False)
+    dm.prepare_data()
+    dm.setup("fit")
+    x = dm.train_images
+    assert x.shape == (60000, 1024)
+    img = x.view(-1, 32, 32)
+    assert (img[:, :2] == -1).all() and (img[:, :, -2:] == -1).all()
+    assert x.max() == 1.0 and x.min() == -1.0
+    test_x, test_y = dm.test_images()
+    assert test_x.shape == (10000, 1024) and test_y.shape == (10000,)
+    assert len(dm.train_dataloader()) == 60000 // 64
+
+
+@needs_real_mnist
+@pytest.mark.slow
+def test_real_limited_data_subset_is_balanced_and_fixed():
+    a = MNISTDataModule(root=str(REAL_MNIST), download=False, train_size=2000, seed=0)
+    b = MNISTDataModule(root=str(REAL_MNIST), download=False, train_size=2000, seed=7)  # another training seed
+    a.setup(), b.setup()
+    assert a.train_labels.bincount().tolist() == [200] * 10
+    assert torch.equal(a.train_images, b.train_images)  # the subset follows data.subset_seed, not the seed
+    assert len(a.train_dataloader()) == 60000 // 64  # an epoch is still 60,000 images' worth of batches

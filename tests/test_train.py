@@ -1,90 +1,18 @@
-"""End-to-end runs of gan.train on tiny real IDX files: run directory, step meaning, determinism, resume, CLI."""
+"""The ``python -m gan.train`` command: runs, sweeps, error messages, and every experiment's config."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from gan.errors import CheckpointError, ConfigError, RunFailed
-from tests.conftest import SCALAR_TAGS, _cli, fast_overrides, image_tags, run, scalars, weights
-
-pytestmark = pytest.mark.slow  # every test trains through Lightning or runs python -m gan.*
-
-
-def test_fit_writes_a_complete_run_directory(tmp_path, tiny_mnist):
-    summary, run_dir = run(tmp_path, "run", tiny_mnist, "trainer.max_epochs=2")
-    assert summary["iterations"] == 16 and summary["epochs"] == 2.0  # 256 images / 32 per batch, 2 epochs
-    assert summary["run_dir"] == str(run_dir.resolve())
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["epoch0000.png", "epoch0001.png"]
-    assert (run_dir / "tensorboard" / "hparams.yaml").is_file()
-    series = scalars(run_dir)
-    assert SCALAR_TAGS <= set(series)
-    assert [step for step, _ in series["train/d_loss"]] == list(range(16))  # x-axis = generator iterations
-    assert all(0 <= v <= 1 for _, v in series["train/D_x"] + series["train/D_G_z"])
-    assert image_tags(run_dir) == ["samples/fixed_noise"]
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["hyper_parameters"]["members"][0]["g_act"] == "relu" and "gan_rng" in ckpt
-    assert ckpt["state_dict"]["fixed_noise"].shape == (1, 64, 100)
+from gan.model.activations import ACTIVATION_NAMES
+from gan.runs.fit import train
+from gan.runs.schema import CONF_DIR
+from tests.helpers import _cli, build_model, compose_train, fast_overrides
 
 
-@pytest.mark.parametrize("d_steps", [1, 2])
-def test_max_steps_means_generator_iterations(tmp_path, tiny_mnist, d_steps):
-    summary, run_dir = run(
-        tmp_path, "run", tiny_mnist, "trainer.max_steps=5", "trainer.max_epochs=-1", f"model.d_steps={d_steps}"
-    )
-    assert summary["iterations"] == 5
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 5 * (d_steps + 1)  # Lightning's count: every optimizer step
-    assert len(scalars(run_dir)["train/g_loss"]) == 5
-
-
-def test_same_seed_same_losses_step_for_step_and_seed_zero_really_seeds(tmp_path, tiny_mnist):
-    _, a = run(tmp_path, "a", tiny_mnist, "seed=0")
-    _, b = run(tmp_path, "b", tiny_mnist, "seed=0")
-    _, c = run(tmp_path, "c", tiny_mnist, "seed=1")
-    sa, sb, sc = scalars(a), scalars(b), scalars(c)
-    for tag in SCALAR_TAGS:
-        assert sa[tag] == sb[tag]
-    assert sa["train/g_loss"] != sc["train/g_loss"]
-    wa, wb = weights(a), weights(b)
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert not torch.equal(wa["fixed_noise"], weights(c)["fixed_noise"])
-
-
-def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny_mnist):
-    """2 epochs straight == 1 epoch, then resume for the second: same losses, weights and fixed noise."""
-    _, straight = run(tmp_path, "straight", tiny_mnist, "activation=same", "act=elu", "trainer.max_epochs=2")
-    _, first = run(tmp_path, "first", tiny_mnist, "activation=same", "act=elu", "trainer.max_epochs=1")
-    ckpt = first / "checkpoints" / "last.ckpt"
-    # no activation override: the resumed run takes its model from the checkpoint
-    summary, resumed = run(tmp_path, "resumed", tiny_mnist, f"ckpt_path={ckpt}", "trainer.max_epochs=2")
-    assert summary["iterations"] == 16
-    ws, wr = weights(straight), weights(resumed)
-    assert set(ws) == set(wr)
-    for key in ws:
-        assert torch.allclose(ws[key], wr[key], atol=1e-6), key
-    assert torch.equal(ws["fixed_noise"], weights(first)["fixed_noise"])
-    later = scalars(resumed)["train/g_loss"]
-    assert [s for s, _ in later] == list(range(8, 16))  # the step counter continued
-    expected = dict(scalars(straight)["train/g_loss"])
-    for step, value in later:
-        assert value == pytest.approx(expected[step], abs=1e-5)
-    assert [p.name for p in (resumed / "samples").iterdir()] == ["epoch0001.png"]
-    assert weights(first)["fixed_noise"].shape == (1, 64, 100)  # the first run's files are untouched
-
-
-def test_resume_with_a_different_model_is_refused(tmp_path, tiny_mnist):
-    _, first = run(tmp_path, "first", tiny_mnist)
-    ckpt = first / "checkpoints" / "last.ckpt"
-    before = ckpt.read_bytes()
-    with pytest.raises(ConfigError, match="g_act: checkpoint 'relu', asked 'tanh'"):
-        run(tmp_path, "again", tiny_mnist, f"ckpt_path={ckpt}", "model.g_act=tanh", "trainer.max_epochs=2")
-    with pytest.raises(CheckpointError, match="no such checkpoint file"):
-        run(tmp_path, "again", tiny_mnist, f"ckpt_path={tmp_path}/nope.ckpt")
-    assert ckpt.read_bytes() == before
-
-
+@pytest.mark.slow
 def test_command_line_run_and_sample(tmp_path, tiny_mnist):
     run_dir = tmp_path / "cli_run"
     proc = _cli("gan.train", *fast_overrides(tiny_mnist), f"hydra.run.dir={run_dir}", cwd=tmp_path)
@@ -111,6 +39,7 @@ def test_command_line_run_and_sample(tmp_path, tiny_mnist):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli_run", "grid.png", "samples.npy"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override,message",
     [
@@ -127,24 +56,7 @@ def test_command_line_errors_are_one_clear_message(tmp_path, tiny_mnist, overrid
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_checkpoint_and_grid_switches(tmp_path, tiny_mnist):
-    _, periodic = run(
-        tmp_path,
-        "periodic",
-        tiny_mnist,
-        "trainer.max_epochs=2",
-        "callbacks.periodic_checkpoint.every_n_epochs=1",
-        "callbacks.sample_grid.every_n_epochs=2",
-    )
-    names = sorted(p.name for p in (periodic / "checkpoints").iterdir())
-    assert names == ["epoch0000.ckpt", "epoch0001.ckpt", "last.ckpt"]
-    assert [p.name for p in (periodic / "samples").iterdir()] == ["epoch0001.png"]
-    _, off = run(tmp_path, "off", tiny_mnist, "trainer.enable_checkpointing=false")
-    assert not (off / "checkpoints").exists() and not list(off.rglob("*.ckpt"))
-    _, no_periodic = run(tmp_path, "nop", tiny_mnist, "~callbacks.periodic_checkpoint")
-    assert [p.relative_to(no_periodic).as_posix() for p in no_periodic.rglob("*.ckpt")] == ["checkpoints/last.ckpt"]
-
-
+@pytest.mark.slow
 def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, tiny_mnist):
     sweep = tmp_path / "sweep"
     proc = _cli(
@@ -171,20 +83,7 @@ def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, tiny_mnis
     assert seen == {("relu", 0), ("relu", 1), ("tanh", 0), ("tanh", 1)}
 
 
-def test_divergence_stops_the_run_and_is_recorded(tmp_path, tiny_mnist, monkeypatch):
-    from gan.model.losses import NonSaturatingLoss
-
-    real_g_loss = NonSaturatingLoss.g_loss
-    monkeypatch.setattr(NonSaturatingLoss, "g_loss", lambda self, logits: real_g_loss(self, logits) * float("nan"))
-    with pytest.raises(RunFailed, match="diverged: non-finite loss in iteration 1$"):
-        run(tmp_path, "nan", tiny_mnist, "trainer.max_epochs=3")
-    import json
-
-    results = json.loads((tmp_path / "nan" / "results.json").read_text())
-    assert results["status"] == "diverged" and results["reason"] == "non-finite loss in iteration 1"
-    assert not list((tmp_path / "nan").rglob("*.tmp"))
-
-
+@pytest.mark.slow
 def test_a_sweep_goes_on_after_a_diverging_and_a_bad_job(tmp_path, tiny_mnist):
     """D's learning rate of 1e30 makes the losses non-finite at once (diverged); an unknown activation is refused
     (no files)."""
@@ -211,53 +110,51 @@ def test_a_sweep_goes_on_after_a_diverging_and_a_bad_job(tmp_path, tiny_mnist):
     assert "error: Unknown activation 'nope' for model.d_act" in proc.stderr and "run diverged" in proc.stderr
 
 
-def test_resume_compares_the_checkpoints_own_config(tmp_path, tiny_mnist):
-    """The checkpoint stores the config it ran with; a resume keeps its invariants, refuses a group choice that
-    changes them, and reads a checkpoint written before configs were stored as well."""
-    _, first = run(tmp_path, "first", tiny_mnist, "activation=same", "act=tanh", "data.augment=translation")
-    ckpt_path = first / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    saved = ckpt["run_configs"][0]
-    assert (saved["model"]["g_act"], saved["act"], saved["data"]["augment"]) == ("tanh", "tanh", "translation")
-    with pytest.raises(ConfigError, match=r"asked by stability=r1\): model.r1_weight: checkpoint 0.0, asked 10.0\. A"):
-        run(tmp_path, "r1", tiny_mnist, f"ckpt_path={ckpt_path}", "stability=r1", "trainer.max_epochs=2")
-    del ckpt["run_configs"]  # as written before this version
-    legacy = tmp_path / "legacy.ckpt"
-    torch.save(ckpt, legacy)
-    # the legacy checkpoint's augmentation comes back from its member hyperparameters, in their list form
-    for name, path, augment in (("resumed", ckpt_path, "translation"), ("legacy", legacy, ["translation"])):
-        _, resumed = run(tmp_path, name, tiny_mnist, f"ckpt_path={path}", "trainer.max_epochs=2")
-        config = json.loads((resumed / "results.json").read_text())["config"]
-        assert (config["model"]["g_act"], config["model"]["d_act"], config["data"]["augment"]) == (
-            "tanh",
-            "tanh",
-            augment,
-        )
-    assert torch.equal(
-        weights(tmp_path / "resumed")["generator.net.fc1.weight"],
-        weights(tmp_path / "legacy")["generator.net.fc1.weight"],
-    )
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
 
-def test_sampling_refuses_a_diverged_or_foreign_checkpoint(tmp_path, tiny_mnist):
-    """gan.sample (and gan.evaluate, through the same checks) never writes NaN samples or shows a traceback."""
-    from omegaconf import OmegaConf
+def sweep_axes(cfg) -> dict[str, list[str]]:
+    """The experiment's sweep as Hydra parses it: axis -> its values (quoted and list values kept whole)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from gan import sample
+    parser = OverridesParser.create()
+    axes = {}
+    for key, value in cfg.hydra.sweeper.params.items():
+        (override,) = parser.parse_overrides([f"{key}={value}"])
+        axes[key] = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+    return axes
 
-    _, first = run(tmp_path, "first", tiny_mnist)
-    ckpt = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    ckpt["state_dict"]["generator.net.out.weight"][0, 0, 0] = float("nan")
-    diverged = tmp_path / "diverged.ckpt"
-    torch.save(ckpt, diverged)
-    garbage = tmp_path / "garbage.ckpt"
-    garbage.write_bytes(b"not a checkpoint")
-    args = {"num_samples": 4, "nrow": 2, "npy": None, "seed": 0, "device": "cpu", "ema": None}
-    for path, message in ((diverged, "produces non-finite samples"), (garbage, "not a readable checkpoint")):
-        out = tmp_path / f"{path.stem}.png"
-        with pytest.raises(CheckpointError, match=message):
-            sample.run(OmegaConf.create({**args, "ckpt_path": str(path), "out": str(out)}))
-        assert not out.exists()
-    good = tmp_path / "good.png"
-    sample.run(OmegaConf.create({**args, "ckpt_path": str(first / "checkpoints" / "last.ckpt"), "out": str(good)}))
-    assert good.is_file()
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_config_composes_into_a_grid_of_valid_values(name):
+    """Every value of every axis composes with the experiment and builds its model and data settings."""
+    axes = sweep_axes(compose_train([f"experiment={name}"], keep_hydra=True))
+    assert "seed" in axes and len(axes["seed"]) >= 2
+    assert sum(len(v) > 1 for k, v in axes.items() if k != "seed") >= 1  # it compares something
+    for key, values in axes.items():
+        for value in values:
+            cfg = compose_train([f"experiment={name}", f"{key}={value}"])
+            build_model(cfg)
+            if key in ("model.g_act", "model.d_act"):
+                assert value in ACTIVATION_NAMES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_runs_its_first_jobs(tmp_path, tiny_mnist, name):
+    axes = sweep_axes(compose_train([f"experiment={name}"], keep_hydra=True))
+    # the experiment's first job (the first value of each of its sweep's axes), trained in process on tiny data for
+    # 3 iterations (the sweeps themselves: tests/test_train.py and tests/runs/test_launcher.py)
+    grid = [f"{k}={v[0]}" for k, v in axes.items()]
+    overrides = [
+        f"experiment={name}",
+        *grid,
+        *fast_overrides(tiny_mnist),
+        "trainer.max_steps=3",
+        "data.train_size=null",
+    ]
+    summary = train(compose_train(overrides, tmp_path / "job"))
+    results = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert summary["status"] == results["status"] == "finished" and results["iterations"] == 3
+    if "model.g_act" in axes:
+        assert results["config"]["model"]["g_act"] == axes["model.g_act"][0]

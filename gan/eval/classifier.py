@@ -28,7 +28,7 @@ from gan.data import SPLIT_FILES, _existing, check_files, ensure_mnist, load_spl
 from gan.errors import DataError
 from gan.eval.metrics import features_metrics, kth_neighbour_radius
 from gan.files import atomic_write
-from gan.images import IMAGE_SIZE
+from gan.images import IMAGE_SIZE, to_unit
 
 EVALUATOR_VERSION = 2  # bump when the architecture or training recipe changes: old caches are rebuilt
 MIN_TEST_ACCURACY = 0.99
@@ -99,7 +99,7 @@ class Evaluator:
         device = next(self.model.parameters()).device
         lows = torch.tensor([float(r[0]) for r in value_ranges], device=device).view(-1, 1, 1)
         spans = torch.tensor([float(r[1]) - float(r[0]) for r in value_ranges], device=device).view(-1, 1, 1)
-        unit = ((images.to(device).float() - lows) / spans).clamp_(0, 1).view(n * count, -1)
+        unit = to_unit(images.to(device), lows, spans).view(n * count, -1)
         feats, logits = embed(self.model, unit, (0.0, 1.0), batch_size, keep_device=True)
         return feats.view(n, count, -1), logits.view(n, count, -1)
 
@@ -139,7 +139,7 @@ def embed(
     device = next(model.parameters()).device
     feats, logits = [], []
     for chunk in images.split(batch_size):
-        unit = ((chunk.to(device).float() - lo) / (hi - lo)).clamp_(0, 1)
+        unit = to_unit(chunk.to(device), lo, hi - lo)
         f, lg = model.features_and_logits(unit)
         feats.append(f if keep_device else f.cpu())
         logits.append(lg if keep_device else lg.cpu())

@@ -21,8 +21,9 @@ from gan.errors import ConfigError
 from gan.images import IMAGE_SIZE
 
 
-def parse_policy(policy: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``"translation,cutout"`` / ``["translation", "cutout"]`` / ``none`` -> the policy names, validated."""
+def parse_policy(policy: str | Sequence[str] | None, key: str = "model.augment") -> tuple[str, ...]:
+    """``"translation,cutout"`` / ``["translation", "cutout"]`` / ``none`` -> the policy names, validated (a bad one
+    is named with ``key``, where it was set)."""
     if policy is None:
         return ()
     names = policy.split(",") if isinstance(policy, str) else list(policy)
@@ -30,8 +31,8 @@ def parse_policy(policy: str | Sequence[str] | None) -> tuple[str, ...]:
     for name in names:
         if name not in POLICIES:
             raise ConfigError(
-                f"Unknown augmentation {name!r} in data.augment={policy!r}. Valid policies: {', '.join(POLICIES)} "
-                "(comma-separated to combine, e.g. data.augment=translation,cutout), or none."
+                f"Unknown augmentation {name!r} in {key}={policy!r}. Valid policies: {', '.join(POLICIES)} "
+                f"(comma-separated to combine, e.g. {key}=translation,cutout), or none."
             )
     return tuple(names)
 

@@ -50,9 +50,18 @@ class StackedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[torch.nn.Parameter], members: int, defaults: dict[str, Any]) -> None:
         self.members = int(members)
-        super().__init__(params, defaults)
+        super().__init__(params, self.per_member(defaults))
         self._frozen: torch.Tensor | None = None  # indices of members that no longer update (None: all update)
         self._columns: dict[tuple, list[torch.Tensor]] = {}
+
+    def per_member(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Hyperparameters given once or per member -> per-member lists, each value checked (a subclass's rules)."""
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """A parameter group may set its own hyperparameters, as torch's do: once for all members or per member."""
+        own = {k: v for k, v in param_group.items() if k != "params"}
+        super().add_param_group({**param_group, **self.per_member(own)})
 
     def set_active(self, active: Sequence[bool]) -> None:
         """Which members update from now on (a diverged member is frozen where it stopped)."""
@@ -141,19 +150,22 @@ class Adam(StackedOptimizer):
         weight_decay: float | Sequence[float] = 0.0,
         members: int = 1,
     ) -> None:
-        defaults = {
-            "lr": _per_member(lr, members, "lr"),
-            "betas": _per_member(betas, members, "betas", width=2),
-            "eps": _per_member(eps, members, "eps"),
-            "weight_decay": _per_member(weight_decay, members, "weight_decay"),
-        }
-        for lr_k, (b1, b2), eps_k, wd in zip(*defaults.values(), strict=True):
+        self.members = int(members)
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, members, defaults)
+
+    def per_member(self, options: dict[str, Any]) -> dict[str, Any]:
+        out = {k: _per_member(v, self.members, k, width=2 if k == "betas" else 1) for k, v in options.items()}
+        for b1, b2 in out.get("betas", []):
             if not (0 <= b1 < 1 and 0 <= b2 < 1):
                 raise ValueError(f"betas must both be in [0, 1), got betas=[{b1:g}, {b2:g}] (0.5, 0.999 are usual)")
-            check_positive("lr", lr_k)
-            check_positive("eps", eps_k)
-            check_positive("weight_decay", wd, zero=True)
-        super().__init__(params, members, defaults)
+        for value in out.get("lr", []):
+            check_positive("lr", value)
+        for value in out.get("eps", []):
+            check_positive("eps", value)
+        for value in out.get("weight_decay", []):
+            check_positive("weight_decay", value, zero=True)
+        return out
 
     def _step_group(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         for p in params:
@@ -201,17 +213,19 @@ class SGD(StackedOptimizer):
         weight_decay: float | Sequence[float] = 0.0,
         members: int = 1,
     ) -> None:
-        defaults = {
-            "lr": _per_member(lr, members, "lr"),
-            "momentum": _per_member(momentum, members, "momentum"),
-            "weight_decay": _per_member(weight_decay, members, "weight_decay"),
-        }
-        for lr_k, momentum_k, wd in zip(*defaults.values(), strict=True):
-            check_positive("lr", lr_k)
-            check_positive("weight_decay", wd, zero=True)
-            if not 0 <= momentum_k < 1:
-                raise ValueError(f"momentum must be in [0, 1), got {momentum_k:g}")
-        super().__init__(params, members, defaults)
+        self.members = int(members)
+        super().__init__(params, members, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    def per_member(self, options: dict[str, Any]) -> dict[str, Any]:
+        out = {k: _per_member(v, self.members, k) for k, v in options.items()}
+        for value in out.get("lr", []):
+            check_positive("lr", value)
+        for value in out.get("weight_decay", []):
+            check_positive("weight_decay", value, zero=True)
+        for value in out.get("momentum", []):
+            if not 0 <= value < 1:
+                raise ValueError(f"momentum must be in [0, 1), got {value:g}")
+        return out
 
     def _step_group(self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         if any(group["momentum"]):

@@ -278,3 +278,30 @@ class MinibatchStd(nn.Module):
 
     def extra_repr(self) -> str:
         return f"group_size={self.group_size}"
+
+
+class MemberConstants:
+    """Fixed per-member values (indices, penalty weights, EMA factors) as [K, 1, ...] tensors on a device, each
+    built once: the training step does not copy them to the device at every update."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def __call__(
+        self, name: str, values: Sequence[float], like: torch.Tensor, dims: int = 1, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        key = (name, like.device, dtype or like.dtype, dims)
+        if key not in self._cache:
+            self._cache[key] = torch.tensor(list(values), dtype=dtype or like.dtype, device=like.device).view(
+                -1, *([1] * (dims - 1))
+            )
+        return self._cache[key]
+
+
+def member_groups(values: Sequence[Any], skip: Any = None) -> list[tuple[Any, list[int]]]:
+    """(value, members holding it) for each distinct value, leaving out members holding ``skip``."""
+    groups: dict[Any, list[int]] = {}
+    for k, value in enumerate(values):
+        if value != skip:
+            groups.setdefault(value, []).append(k)
+    return list(groups.items())

@@ -11,12 +11,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from gan.errors import Interrupted, check_count
@@ -25,15 +26,61 @@ from gan.runs.packing import member_checkpoint
 from gan.runs.rundir import MemberRun
 
 
+@runtime_checkable
+class Population(Protocol):
+    """What the lab's callbacks use of the LightningModule they watch: a population of GANs (``GANModule`` is
+    one; ``tests/model/test_module.py`` checks that it has all of this)."""
+
+    members: int  # K
+    member_hparams: list[dict[str, Any]]  # each member's settings (gan.model.spec)
+    shared: dict[str, Any]  # the settings the members share
+    alive: list[bool]  # False for a member frozen after its loss went non-finite
+    divergence: dict[int, tuple[int, str]]  # member -> (iteration, reason)
+    step_metrics: dict[str, list[float | None]]  # each member's scalars of the latest logging step
+    data_ranges: list[tuple[float, float]]  # each member's data range (its G's output activation)
+    fixed_noise: torch.Tensor  # [K, num_fixed_samples, latent]
+    generator: nn.Module
+    discriminator: nn.Module
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def iteration(self) -> int: ...
+
+    def check_divergence(self, first: Sequence[float] | None = None) -> list[int]: ...
+
+    def mark_diverged(self, member: int, iteration: int, reason: str) -> None: ...
+
+    def sample(self, z: torch.Tensor, ema: bool | None = None) -> torch.Tensor: ...
+
+    def sampler_variants(self) -> list[tuple[str, bool | None]]: ...
+
+    def sampling_generator(self, ema: bool | None = None) -> nn.Module: ...
+
+    def to_unit_images(self, x: torch.Tensor, member: int = 0) -> torch.Tensor: ...
+
+
+def epoch_due(trainer: L.Trainer, every_n_epochs: int) -> bool:
+    """Whether the epoch ending now is one of every ``every_n_epochs`` (counted from 1; 0 = never)."""
+    return every_n_epochs > 0 and (trainer.current_epoch + 1) % every_n_epochs == 0
+
+
+def completed_epochs(iterations: int, batches_per_epoch: float, digits: int = 2) -> float:
+    """Iterations as epochs completed (a float: a run stopped mid-epoch has done part of one)."""
+    return round(iterations / max(1, batches_per_epoch), digits)
+
+
 class MemberCallback(Callback):
-    """A callback that writes per member: ``runs`` are the pack's members, set by ``bind``."""
+    """A callback that writes per member: ``runs`` are the pack's members, set by ``bind``; the module it watches
+    is a ``Population``."""
 
     runs: Sequence[MemberRun] = ()
 
     def bind(self, runs: Sequence[MemberRun]) -> None:
         self.runs = list(runs)
 
-    def live(self, pl_module: L.LightningModule) -> list[MemberRun]:
+    def live(self, pl_module: Population) -> list[MemberRun]:
         """The members still training, with the non-finite flags read first (a diverged member's folder keeps what
         it had when it diverged: nothing of it is saved or scored after its loss went NaN)."""
         pl_module.check_divergence()
@@ -55,7 +102,7 @@ class MemberScalars(MemberCallback):
     """Each member's training scalars (losses, D(x), D(G(z)), penalties) into its own loggers on logging steps,
     and each divergence into its results.json the moment it is found."""
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Population, *args: Any) -> None:
         table = pl_module.step_metrics
         if table:
             step = pl_module.iteration - 1  # the iteration these values belong to (counted from 0)
@@ -88,12 +135,12 @@ class SignalStop(MemberCallback):
         self.signum = signum
         print(f"\n{signal.Signals(signum).name} received: stopping after this iteration", file=sys.stderr, flush=True)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: Population) -> None:
         # after Lightning's own SIGTERM handler (its fit registers one, and restores the original at teardown)
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._previous[signum] = signal.signal(signum, self._note)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Population, *args: Any) -> None:
         if self.signum is not None:
             raise Interrupted(self.signum, self.reason(pl_module.iteration))
 
@@ -101,7 +148,7 @@ class SignalStop(MemberCallback):
         name = signal.Signals(self.signum or signal.SIGTERM).name
         return f"{name} after iteration {iteration}; resume from checkpoints/last.ckpt"
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: Population, stage: str) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
@@ -120,8 +167,8 @@ class SampleGrid(MemberCallback):
         self.every_n_epochs = check_count("callbacks.sample_grid.every_n_epochs", every_n_epochs, 0, "0 = off")
         self.nrow = check_count("callbacks.sample_grid.nrow", nrow, 1, "images per row of the grid")
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.every_n_epochs < 1 or (trainer.current_epoch + 1) % self.every_n_epochs:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Population) -> None:
+        if not epoch_due(trainer, self.every_n_epochs):
             return
         live = self.live(pl_module)
         # With a weight average (model.g_ema) the main grid is the average's; the trained G's goes beside it.
@@ -153,20 +200,20 @@ class LastCheckpoint(MemberCallback, Checkpoint):
         )
         self._saved_at_step = -1
 
-    def _save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _save(self, trainer: L.Trainer, pl_module: Population) -> None:
         if trainer.global_step == self._saved_at_step or trainer.sanity_checking:
             return
         save_member_checkpoints(trainer, self.live(pl_module), self.relative_path)
         self._saved_at_step = trainer.global_step
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Population) -> None:
+        if epoch_due(trainer, self.every_n_epochs):
             self._save(trainer, pl_module)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: Population) -> None:
         self._save(trainer, pl_module)
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(self, trainer: L.Trainer, pl_module: Population, exception: BaseException) -> None:
         """Stopped by a signal between two iterations: the checkpoint to resume from (of whole iterations)."""
         if isinstance(exception, (Interrupted, SIGTERMException)):
             self._save(trainer, pl_module)
@@ -179,7 +226,7 @@ class PeriodicCheckpoint(MemberCallback, Checkpoint):
         self.dirname = dirname
         self.every_n_epochs = check_count("callbacks.periodic_checkpoint.every_n_epochs", every_n_epochs, 0, "0 = off")
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Population) -> None:
+        if epoch_due(trainer, self.every_n_epochs):
             name = f"epoch{trainer.current_epoch:04d}.ckpt"
             save_member_checkpoints(trainer, self.live(pl_module), str(Path(self.dirname) / name))

@@ -1,12 +1,12 @@
 """The packed launcher: a Hydra sweep's jobs grouped into packs of compatible configs, each pack trained as one
-population in one process (``gan.runs.training.train_pack``).
+population in one process (``gan.runs.fit.train_pack``).
 
     python -m gan.train -m experiment=activation_grid hydra/launcher=packed             # packs in this process
     python -m gan.train -m ... hydra/launcher=packed_slurm                                # one SLURM job (GPU) per pack
     python -m gan.train -m ... hydra/launcher=packed hydra.launcher.max_members=32        # packs of at most 32
 
 Every job first goes through Hydra's own job setup (its folder, ``.hydra/`` with the composed config and
-overrides) and ``gan.runs.training.prepare`` (all values checked, resume settled). A bad value in any job stops the
+overrides) and ``gan.runs.plan.prepare`` (all values checked, resume settled). A bad value in any job stops the
 sweep before any pack starts, naming each bad job. Jobs whose configs agree on what a pack shares
 (``gan.runs.packing.pack_key``) train together, at most ``max_members`` at a time; each member writes its own run
 directory, and each job returns its final fid to the sweeper (NaN when it has none), so Optuna's batches of
@@ -38,17 +38,18 @@ log = logging.getLogger(__name__)
 
 
 def prepare_job(cfg: DictConfig) -> Any:
-    """Hydra's task for one job of a packed sweep: check it and return its plan (``gan.runs.training.prepare``)."""
+    """Hydra's task for one job of a packed sweep: check it and return its plan (``gan.runs.plan.prepare``), with
+    the job's state read here, where Hydra runs the job."""
     # Imported here, not at the top (here and below): Hydra imports every launcher plugin when it scans for plugins,
     # and torch + Lightning would add seconds to the start of every command.
-    from gan.runs.training import prepare
+    from gan.runs.plan import JobState, prepare
 
-    return prepare(cfg)
+    return prepare(cfg, JobState.from_hydra())
 
 
 def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
     """Train one pack (in this process, or as a cluster job); a pack that cannot run reports it per member."""
-    from gan.runs.training import train_pack  # lazily, as above
+    from gan.runs.fit import train_pack  # lazily, as above
 
     try:
         return train_pack(plans)
@@ -66,7 +67,7 @@ def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
 class PackedLauncherBase(Launcher):
     """Groups the sweep's jobs into packs and trains them; subclasses choose where a pack runs (``run_packs``)."""
 
-    def __init__(self, max_members: int | None = None, **executor: Any) -> None:
+    def __init__(self, max_members: Optional[int] = None, **executor: Any) -> None:
         self.max_members = int(max_members) if max_members else None
         self.executor = {
             k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in executor.items()
@@ -79,8 +80,7 @@ class PackedLauncherBase(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from gan.runs.packing import group_packs, pack_key
-        from gan.runs.training import check_pack  # lazily: see prepare_job
+        from gan.runs.packing import group_packs, pack_key  # lazily: see prepare_job
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -104,12 +104,6 @@ class PackedLauncherBase(Launcher):
             [todo[j] for j in pack]
             for pack in group_packs([pack_key(plans[i].config, plans[i].resume_step) for i in todo], self.max_members)
         ]
-        for pack in packs:  # what a pack shares is checked for every pack before the first one starts
-            try:
-                check_pack([plans[i] for i in pack])
-            except Exception as exc:  # noqa: BLE001 - one clear message, then stop
-                print(f"error: jobs {', '.join(str(i + initial_job_idx) for i in pack)}: {exc}", file=sys.stderr)
-                sys.exit(2)
         for i, plan in enumerate(plans):
             if plan.done is not None:
                 log.info(f"\t#{initial_job_idx + i} : already {plan.done['status']}, skipped ({plan.run_dir})")
@@ -176,7 +170,7 @@ class PackedSubmititBase(PackedLauncherBase):
 @dataclass
 class PackedLauncherConf:
     _target_: str = "hydra_plugins.gan_packed_launcher.PackedLauncher"
-    max_members: int | None = None  # members per pack at most (null: every compatible job in one pack)
+    max_members: Optional[int] = None  # members per pack at most (null: every compatible job in one pack)
 
 
 def register_configs(plugin_module: str) -> None:

@@ -22,27 +22,17 @@ import torch
 
 from gan.errors import CheckpointError
 from gan.model.optim import PER_MEMBER_KEYS
+from gan.model.spec import per_member_config_keys
 
-# Config entries (dotted paths) that may differ between members of one pack.
-MEMBER_CONFIG_KEYS = (
-    "seed",
+# Config entries (dotted paths) that may differ between members of one pack: the member spec's per-member settings
+# (the optimizers' kinds are shared: pack_key keeps them), and where each member writes. ``data.augment`` is
+# ``model.augment``'s old place.
+MEMBER_CONFIG_KEYS = tuple(
+    k for k in per_member_config_keys() if k not in ("model.optimizer_g", "model.optimizer_d")
+) + (
     "run_dir",
     "ckpt_path",
     "act",
-    "model.g_act",
-    "model.g_out_act",
-    "model.d_act",
-    "model.d_out_act",
-    "model.act_params",
-    "model.loss",
-    "model.label_smoothing",
-    "model.instance_noise",
-    "model.instance_noise_iters",
-    "model.gp_weight",
-    "model.r1_weight",
-    "model.g_ema_decay",
-    "model.d_spectral_norm",
-    "model.fixed_noise_seed",
     "data.seed",
     "data.augment",
     "logger.save_dir",

@@ -23,71 +23,12 @@ import torch
 
 from gan.errors import check_count, check_fraction
 from gan.eval.classifier import MIN_TEST_ACCURACY, Evaluator, load_evaluator
-from gan.eval.metrics import K_NEAREST, METRIC_NAMES, VERDICTS, collapse_verdict, diversity, features_metrics
-from gan.runs.callbacks import MemberCallback, save_member_checkpoints
-from gan.runs.diagnostics import jacobian_conditioning
+from gan.eval.metrics import K_NEAREST, VERDICTS, collapse_verdict, diversity
+from gan.eval.probes import jacobian_conditioning
+from gan.eval.sampling import eval_noise, score_members
+from gan.runs.callbacks import MemberCallback, Population, completed_epochs, epoch_due, save_member_checkpoints
 
 BEST_CHECKPOINT = "checkpoints/best-fid.ckpt"
-
-
-def eval_noise(num_samples: int, latent_dim: int, seed: int) -> torch.Tensor:
-    """The evaluation z: the same for every member and every evaluation, from its own seeded generator (drawing
-    it never disturbs a training stream)."""
-    return torch.randn(num_samples, latent_dim, generator=torch.Generator().manual_seed(int(seed)))
-
-
-def draw(
-    module: L.LightningModule, num_samples: int, seed: int, chunk: int = 2000, ema: bool | None = None
-) -> torch.Tensor:
-    """``num_samples`` outputs of a population of one (N x 1024, on the CPU) from seeded noise: the same z as
-    training's evaluations with the same seed (``gan.runs.quality.eval_noise``).
-
-    The noise comes from its own generator: drawing never disturbs a training stream. ``ema`` as in
-    ``GANModule.sample`` (None: the weight average when the model keeps one).
-    """
-    z = eval_noise(num_samples, module.shared["latent_dim"], seed)
-    return torch.cat([module.sample(part, ema=ema)[0].float().cpu() for part in z.split(chunk)])
-
-
-def member_samples(
-    module: L.LightningModule, members: Sequence[int], z: torch.Tensor, ema: bool | None, chunk: int = 2000
-) -> torch.Tensor:
-    """Samples of ``members`` from the same ``z``: [len(members), N, 1024] on the module's device."""
-    parts = [module.sample(part, ema=ema)[list(members)] for part in z.split(chunk)]
-    return torch.cat(parts, dim=1)
-
-
-def score_members(
-    evaluator: Evaluator,
-    module: L.LightningModule,
-    members: Sequence[int],
-    num_samples: int,
-    seed: int,
-    ema: bool | None,
-    images_per_pass: int = 200_000,
-) -> dict[int, dict[str, float]]:
-    """Every metric of each member's ``num_samples`` samples from the evaluation noise (NaN for a member with
-    non-finite samples). The evaluator embeds the members' samples together, in its large batches, a group of
-    members at a time (about ``images_per_pass`` images); each member's metrics are computed from its own
-    features, exactly as for that member's samples scored alone."""
-    z = eval_noise(num_samples, module.shared["latent_dim"], seed)
-    per_pass = max(1, images_per_pass // max(1, num_samples))
-    scores: dict[int, dict[str, float]] = {}
-    for start in range(0, len(members), per_pass):
-        group = list(members)[start : start + per_pass]
-        samples = member_samples(module, group, z, ema)
-        finite = [i for i, k in enumerate(group) if bool(torch.isfinite(samples[i]).all())]
-        for i, k in enumerate(group):
-            if i not in finite:
-                scores[k] = {name: math.nan for name in METRIC_NAMES}
-        if not finite:
-            continue
-        ranges = [module.data_ranges[group[i]] for i in finite]
-        feats, logits = evaluator.embed_members(samples[finite], ranges)
-        real, radii = evaluator.test_features.to(feats.device), evaluator.test_radii.to(feats.device)
-        for j, i in enumerate(finite):
-            scores[group[i]] = features_metrics(feats[j], logits[j], real, radii)
-    return scores
 
 
 class SampleQuality(MemberCallback):
@@ -122,7 +63,7 @@ class SampleQuality(MemberCallback):
         self._last_eval_iteration = -1
 
     # ------------------------------------------------------------------ lifecycle
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: Population, stage: str) -> None:
         if not self.enabled or self.evaluator is not None:
             return
         self.evaluator = load_evaluator(self.data_root, min_accuracy=self.min_evaluator_accuracy)
@@ -133,11 +74,11 @@ class SampleQuality(MemberCallback):
             }
             run.record.write()
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: Population) -> None:
         if self.evaluator is not None:
             self.evaluator = self.evaluator.to(pl_module.device)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Population) -> None:
         if self.evaluator is None:
             return
         live = self.live(pl_module)
@@ -152,15 +93,15 @@ class SampleQuality(MemberCallback):
                     self._diversity[k] = logged[k]["eval/diversity"]
         for run in live:
             run.log_metrics(logged[run.index], pl_module.iteration)
-        if self.every_n_epochs > 0 and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        if epoch_due(trainer, self.every_n_epochs):
             self.evaluate(trainer, pl_module)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: Population) -> None:
         if self.evaluator is not None and self._last_eval_iteration != pl_module.iteration:
             self.evaluate(trainer, pl_module)
 
     # ------------------------------------------------------------------ evaluation
-    def conditioning(self, pl_module: L.LightningModule, members: Sequence[int]) -> dict[str, dict[int, float]]:
+    def conditioning(self, pl_module: Population, members: Sequence[int]) -> dict[str, dict[int, float]]:
         """G's Jacobian conditioning (``gan.runs.diagnostics.jacobian_conditioning``) of the sampler that is scored, at
         the first ``jacobian_samples`` evaluation z: {statistic: {member: value}} (empty when switched off)."""
         if self.jacobian_samples <= 0:
@@ -171,7 +112,7 @@ class SampleQuality(MemberCallback):
         return {name: {k: float(values[k]) for k in members} for name, values in found.items()}
 
     @staticmethod
-    def refuse_nonfinite(pl_module: L.LightningModule) -> None:
+    def refuse_nonfinite(pl_module: Population) -> None:
         """A member whose fixed-noise samples are NaN or infinite (its losses may still read finite) is marked
         diverged before it is scored: no metric, record or best checkpoint of a broken generator."""
         with torch.no_grad():
@@ -185,7 +126,7 @@ class SampleQuality(MemberCallback):
                     k, pl_module.iteration, f"non-finite samples at iteration {pl_module.iteration}"
                 )
 
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[int, dict[str, float]]:
+    def evaluate(self, trainer: L.Trainer, pl_module: Population) -> dict[int, dict[str, float]]:
         """Score every training member; log, record, and keep each member's best-fid checkpoint."""
         assert self.evaluator is not None
         self.refuse_nonfinite(pl_module)
@@ -205,7 +146,7 @@ class SampleQuality(MemberCallback):
             k = run.index
             logged = {f"{prefix}/{name}": v for prefix, values in scored.items() for name, v in values[k].items()}
             record = {
-                "epochs": round(iteration / max(1, trainer.num_training_batches), 3),  # completed, as a float
+                "epochs": completed_epochs(iteration, trainer.num_training_batches, 3),
                 "iteration": iteration,
                 "wall_s": run.record.wall_s,
                 "eval_s": round(eval_seconds / max(1, len(live)), 2),

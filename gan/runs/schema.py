@@ -3,9 +3,10 @@
 Registered in Hydra's ConfigStore as ``train_schema`` and named first in ``conf/train.yaml``'s defaults, so the
 YAML groups merge into it: a value of the wrong type (``data.batch_size=abc``) or a key that does not exist
 (``+model.lr=1``) is refused by the schema while the config is composed, before any code of ours runs. The YAML
-files keep the defaults and their comments; the schema keeps the types. Rules that tie values together (wgan-gp
-with batch norm, label smoothing with hinge, ``d_out_act=sigmoid``, ...) are checked once per job by
-``gan.runs.training.prepare`` (through ``gan.model.module.member_hparams`` and the data module), before anything is
+files keep the defaults and their comments; the schema keeps the types. The ``model`` node is derived from the
+member spec (``gan.model.spec``), where each model setting's default is written once. Rules that tie values
+together (wgan-gp with batch norm, label smoothing with hinge, ``d_out_act=sigmoid``, ...) are checked once per job
+by ``gan.runs.plan.prepare`` (through ``gan.model.spec.member_hparams`` and the data module), before anything is
 written.
 
 Left open on purpose: ``trainer``, ``logger`` and ``callbacks`` hold Lightning's own constructor arguments (any
@@ -16,55 +17,39 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import SI, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gan.errors import ConfigError
+from gan.model.spec import SPEC_FIELDS, SPEC_TYPES, config_key
 
 SCHEMA_NAME = "train_schema"
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def _adam() -> dict[str, Any]:
-    return {"_target_": "gan.model.optim.Adam", "lr": 2.0e-4, "betas": [0.5, 0.999]}
+def _model_config() -> type:
+    """``model.*``: the member spec's settings (``gan.model.spec.MemberSpec``: names, types, defaults) that live
+    under ``model``, and the ``_target_`` that checks them."""
+    specs = [
+        (
+            name,
+            SPEC_TYPES[name],
+            field(default=f.metadata["config_default"] or f.default)
+            if f.default is not MISSING
+            else field(default_factory=f.default_factory),
+        )
+        for name, f in SPEC_FIELDS.items()
+        if config_key(name) == f"model.{name}"
+    ]
+    return make_dataclass("ModelConfig", [("_target_", str, field(default="gan.model.spec.member_hparams")), *specs])
 
 
-@dataclass
-class ModelConfig:
-    """``model.*``: one member's architecture, activations, loss, stability switches and optimizers."""
-
-    _target_: str = "gan.model.module.member_hparams"
-    latent_dim: int = 100
-    g_hidden: list[int] = field(default_factory=lambda: [128, 256, 512])
-    d_hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
-    g_act: str = "relu"
-    g_out_act: str = "tanh"
-    d_act: str = "leaky_relu"
-    d_out_act: str = "identity"
-    act_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    loss: str = "ns"
-    d_steps: int = 1
-    gp_weight: float = 10.0
-    r1_weight: float = 0.0
-    label_smoothing: float = 0.0
-    instance_noise: float = 0.0
-    instance_noise_iters: int | None = None
-    g_norm: str = "none"
-    d_norm: str = "none"
-    d_spectral_norm: bool = False
-    d_minibatch_std: bool = False
-    d_minibatch_std_group: int = 4
-    g_ema: bool = False
-    g_ema_decay: float = 0.999
-    optimizer_g: dict[str, Any] = field(default_factory=_adam)  # any torch.optim-style class and its arguments
-    optimizer_d: dict[str, Any] = field(default_factory=_adam)
-    num_fixed_samples: int = 64
-    fixed_noise_seed: int = SI("${seed}")
+ModelConfig = _model_config()
 
 
 @dataclass
@@ -76,9 +61,9 @@ class DataConfig:
     batch_size: int = 64
     download: bool = True
     seed: int = SI("${seed}")
-    train_size: int | None = None
+    train_size: Optional[int] = None
     subset_seed: int = 0
-    augment: Any = "none"  # a policy name or a list of them
+    augment: Any = None  # the old place of model.augment, still read (None: not set here)
 
 
 @dataclass
@@ -115,14 +100,14 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     diag: DiagConfig = field(default_factory=DiagConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)
-    logger: dict[str, Any] | None = None
-    callbacks: dict[str, Any] = field(default_factory=dict)
+    trainer: Dict[str, Any] = field(default_factory=dict)
+    logger: Optional[Dict[str, Any]] = None
+    callbacks: Dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    ckpt_path: str | None = None
-    run_dir: str | None = SI("${hydra:runtime.output_dir}")  # None outside a Hydra job
+    ckpt_path: Optional[str] = None
+    run_dir: Optional[str] = SI("${hydra:runtime.output_dir}")  # None outside a Hydra job
     float32_matmul_precision: str = "highest"
-    act: str | None = None  # the one hidden activation of ``activation=same``
+    act: Optional[str] = None  # the one hidden activation of ``activation=same``
 
 
 def safe_dirname(text: str, limit: int = 200) -> str:
@@ -155,7 +140,7 @@ def check_schema(cfg: DictConfig) -> None:
         )
         raise ConfigError(
             f"{key or 'config'}: {str(exc).splitlines()[0].rstrip('.')}.{valid} The config's keys and types are "
-            f"gan/schema.py's; the README's knob table says what each does."
+            f"gan/runs/schema.py's (model.*: gan/model/spec.py's); the README's knob table says what each does."
         ) from None
     model = plain.get("model", {})
     if plain.get("act") is not None and "${act}" not in (model.get("g_act"), model.get("d_act")):

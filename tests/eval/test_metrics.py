@@ -1,10 +1,11 @@
-"""Each metric formula against a direct computation on synthetic features."""
+"""gan.eval.metrics: each formula against a direct computation, and calibrated on real MNIST."""
 
 import math
 
 import pytest
 import torch
 
+from gan.data import load_split, to_flat_images
 from gan.eval.metrics import (
     diversity,
     frechet_distance,
@@ -13,6 +14,7 @@ from gan.eval.metrics import (
     mode_coverage,
     precision_recall,
 )
+from tests.helpers import REAL_MNIST, needs_real_mnist
 
 
 def _direct_fid(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -101,3 +103,52 @@ def test_collapse_verdict_thresholds():
     assert collapse_verdict(2, 0.9) == "collapsed" and collapse_verdict(0) == "collapsed"
     assert collapse_verdict(10, 0.3) == "collapsed"  # ten classes, but the same few images
     assert collapse_verdict(float("nan"), float("nan")) == "collapsed"
+
+
+@pytest.fixture(scope="module")
+def train_split():
+    return load_split(REAL_MNIST, "train")
+
+
+@needs_real_mnist
+@pytest.mark.slow
+def test_real_train_images_score_near_the_best(evaluator, train_split):
+    images, _ = train_split
+    m = evaluator.score(to_flat_images(images[:10000], (-1.0, 1.0)), (-1.0, 1.0))
+    assert m["fid"] < 2 and m["is"] > 9.5 and m["modes"] == 10 and m["kl_uniform"] < 0.01
+    assert m["precision"] > 0.75 and m["recall"] > 0.75
+
+
+@needs_real_mnist
+@pytest.mark.slow
+def test_noise_and_one_digit_score_far_worse(evaluator, train_split):
+    images, labels = train_split
+    noise = torch.rand(10000, 1024, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    m = evaluator.score(noise, (-1.0, 1.0))
+    assert m["fid"] > 50 and m["is"] < 1.5 and m["modes"] <= 1 and m["precision"] < 0.05 and m["recall"] < 0.05
+    threes = to_flat_images(images[labels == 3][:5000], (0.0, 1.0))
+    m = evaluator.score(threes, (0.0, 1.0))
+    assert m["modes"] == 1 and m["fid"] > 30 and m["is"] < 1.5 and m["kl_uniform"] > 2.0 and m["recall"] < 0.3
+
+
+@needs_real_mnist
+@pytest.mark.slow
+def test_collapse_verdicts_on_the_calibration_sets(evaluator, train_split):
+    """Real digits of all classes are healthy, of 9 classes a partial collapse, of 2 classes or one image repeated
+    collapsed; one digit class alone is collapsed by its modes, not its diversity (which stays above 0.5)."""
+    from gan.eval.metrics import COLLAPSED_MAX_DIVERSITY, collapse_verdict, diversity
+
+    images, labels = train_split
+
+    def verdict(x: torch.Tensor) -> tuple[str, float]:
+        flat = to_flat_images(x, (0.0, 1.0))
+        m = evaluator.score(flat[:1000], (0.0, 1.0))
+        div = diversity(evaluator.embed(flat[:64], (0.0, 1.0))[0], evaluator.test_features)
+        return collapse_verdict(m["modes"], div), div
+
+    assert verdict(images[:1000])[0] == "healthy"
+    assert verdict(images[labels < 9][:1000])[0] == "partial collapse"
+    assert verdict(images[labels < 2][:1000])[0] == "collapsed"
+    ones, div = verdict(images[labels == 1])
+    assert ones == "collapsed" and div > COLLAPSED_MAX_DIVERSITY
+    assert verdict(images[:1].repeat(1000, 1, 1))[0] == "collapsed"

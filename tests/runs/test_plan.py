@@ -1,3 +1,7 @@
+"""gan.runs.plan: composing the config, its presets and schema, and refusing bad values before any work."""
+
+from __future__ import annotations
+
 import re
 from pathlib import Path
 
@@ -8,9 +12,10 @@ from omegaconf import OmegaConf
 from gan.errors import ConfigError, DataError
 from gan.model.activations import ACTIVATION_NAMES
 from gan.model.module import GANModule
+from gan.runs.build import lightning_max_steps
+from gan.runs.fit import train
 from gan.runs.schema import CONF_DIR
-from gan.runs.training import build_model, lightning_max_steps, train
-from tests.conftest import compose_train, fast_overrides
+from tests.helpers import build_model, compose_train, fast_overrides, make_mnist
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "activation").glob("*.yaml"))
 
@@ -87,7 +92,9 @@ def test_activation_parameters_from_the_command_line():
         (["model.g_norm=group"], "Unknown normalization 'group' for model.g_norm. Valid choices: none, batch, layer"),
         (["stability=hinge", "model.label_smoothing=0.1"], "label_smoothing=0.1 does not apply to model.loss='hinge'"),
         (["model.r1_weight=-2"], r"model.r1_weight must be in \[0, inf\], got -2"),
-        (["data.augment=color"], "Unknown augmentation 'color' in data.augment='color'. Valid policies"),
+        (["model.augment=color"], "Unknown augmentation 'color' in model.augment='color'. Valid policies"),
+        (["data.augment=color"], "Unknown augmentation 'color' in data.augment='color'. Valid policies"),  # old place
+        (["data.augment=cutout", "model.augment=translation"], "data.augment='cutout' and model.augment='translation'"),
         (["data.train_size=4"], "data.train_size=4 is smaller than one iteration's real images"),
         # issue 11's list: each refused before anything is written
         (["model.optimizer_g.lr=-1"], "^model.optimizer_g: lr must be a finite number > 0, got -1 "),
@@ -142,7 +149,7 @@ def test_max_steps_counts_generator_iterations():
 
 def test_config_is_plain_yaml_the_code_can_read():
     cfg = compose_train()
-    assert OmegaConf.select(cfg, "model._target_") == "gan.model.module.member_hparams"
+    assert OmegaConf.select(cfg, "model._target_") == "gan.model.spec.member_hparams"
     assert cfg.data._target_ == "gan.data.MNISTDataModule"
     assert cfg.trainer._target_ == "lightning.Trainer"
 
@@ -177,7 +184,7 @@ def test_the_schema_refuses_wrong_types_while_composing(override):
     ],
 )
 def test_keys_the_schema_does_not_have_are_refused_before_any_work(tmp_path, override, pattern):
-    from gan.runs.training import prepare
+    from gan.runs.plan import prepare
 
     cfg = compose_train(fast_overrides(tmp_path / "absent") + [override], tmp_path / "run")
     with pytest.raises(ConfigError, match=pattern):
@@ -193,3 +200,21 @@ def test_the_schema_mirrors_the_yaml_groups():
     schema = OmegaConf.structured(TrainConfig)
     for group in ("model", "data", "eval", "diag"):
         assert set(cfg[group]) == set(schema[group]), group
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_truncated_test_file_is_named_before_any_work(tmp_path, gz):
+    """All four MNIST files are checked from their headers and lengths up front (a .gz by its stored length):
+    a truncated test-label file stops the run before the evaluator would retrain for minutes."""
+    from gan.errors import DataError
+
+    data = make_mnist(tmp_path / "data", gz=gz)
+    labels = next((data / "MNIST" / "raw").glob("t10k-labels-idx1-ubyte*"))
+    labels.write_bytes(labels.read_bytes()[:-7])
+    run_dir = tmp_path / "run"
+    cfg = compose_train(fast_overrides(data, **{"eval.enabled": True}), run_dir)
+    from gan.runs.fit import train
+
+    with pytest.raises(DataError, match=f"{labels.name} is truncated or corrupted"):
+        train(cfg)
+    assert not run_dir.exists()

@@ -1,4 +1,6 @@
-"""Sample quality while training (tiny data, a weak evaluator allowed) and gan.evaluate."""
+"""gan.runs.quality: sample quality scored while training (tiny data, a weak evaluator allowed)."""
+
+from __future__ import annotations
 
 import json
 import math
@@ -7,13 +9,12 @@ import pytest
 import torch
 
 from gan.eval.metrics import METRIC_NAMES, VERDICTS, collapse_verdict
-from tests.conftest import SCALAR_TAGS, _cli, run, scalars
-
-pytestmark = pytest.mark.slow  # every test trains a run and scores it with a freshly trained evaluator
+from tests.helpers import SCALAR_TAGS, run, scalars
 
 EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=2"]
 
 
+@pytest.mark.slow
 def test_evaluations_are_logged_recorded_and_checkpointed(tmp_path, tiny_mnist):
     summary, run_dir = run(tmp_path, "run", tiny_mnist, "trainer.max_epochs=3", *EVAL_ON)
     results = json.loads((run_dir / "results.json").read_text())
@@ -54,6 +55,7 @@ def test_evaluations_are_logged_recorded_and_checkpointed(tmp_path, tiny_mnist):
     assert results["first_collapse_iteration"] == (collapsed[0] if collapsed else None)
 
 
+@pytest.mark.slow
 def test_evaluation_does_not_change_training(tmp_path, tiny_mnist):
     _, plain = run(tmp_path, "plain", tiny_mnist, "trainer.max_epochs=2")
     _, scored = run(tmp_path, "scored", tiny_mnist, "trainer.max_epochs=2", *EVAL_ON)
@@ -61,23 +63,7 @@ def test_evaluation_does_not_change_training(tmp_path, tiny_mnist):
         assert scalars(plain)[tag] == scalars(scored)[tag]
 
 
-def test_evaluate_command_prints_the_metrics(tmp_path, tiny_mnist):
-    _, run_dir = run(tmp_path, "run", tiny_mnist)
-    proc = _cli(
-        "gan.evaluate",
-        f"ckpt_path={run_dir}/checkpoints/last.ckpt",
-        f"data.root={tiny_mnist}",
-        "num_samples=50",
-        "min_evaluator_accuracy=0",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(METRIC_NAMES) <= set(result) and result["num_samples"] == 50
-    proc = _cli("gan.evaluate", f"ckpt_path={tmp_path}/none.ckpt", f"data.root={tiny_mnist}", cwd=tmp_path)
-    assert proc.returncode == 2 and "error: ckpt_path=" in proc.stderr
-
-
+@pytest.mark.slow
 def test_weight_average_and_trained_generator_are_both_scored(tmp_path, tiny_mnist):
     from omegaconf import OmegaConf
 
@@ -106,3 +92,18 @@ def test_weight_average_and_trained_generator_are_both_scored(tmp_path, tiny_mni
     trained = evaluate_run(OmegaConf.create({**base, "ema": False}))
     assert averaged["generator"] == "weight average" and trained["generator"] == "trained"
     assert averaged["fid"] == round(final["fid"], 5) and trained["fid"] == round(final["no_ema"]["fid"], 5)
+
+
+def test_a_member_with_non_finite_samples_is_diverged_before_it_is_scored():
+    """Losses can read finite while G's output is not (e.g. an inf the loss saturates): the evaluation checks the
+    samples first and freezes such a member, so no metric or best checkpoint of it is ever written."""
+    from gan.model.module import GANModule
+    from gan.model.spec import member_hparams
+    from gan.runs.quality import SampleQuality
+
+    module = GANModule(members=[member_hparams(seed=0), member_hparams(seed=1)])
+    with torch.no_grad():
+        next(module.generator.parameters())[1].fill_(float("inf"))
+    SampleQuality.refuse_nonfinite(module)
+    assert module.alive == [True, False]
+    assert module.divergence[1][1] == "non-finite samples at iteration 0"

@@ -1,3 +1,5 @@
+"""gan.model.activations: the registry, parameters, bounds and data ranges."""
+
 import math
 
 import pytest

@@ -1,94 +1,15 @@
-"""Intervals and rank tests over seeds, against direct computations; and the report that shows them."""
+"""gan.study.tables: the report's ranking, intervals, verdicts and main effects over seeds."""
 
 import csv
 import itertools
 import json
-import math
 
 import numpy as np
 import pytest
 
 from gan.report import report
-from gan.study.stats import bootstrap_interval, holm_adjusted, overlaps, rank_test
-
-
-def exact_bootstrap_percentiles(values, level=0.95):
-    """The percentile interval of the mean over every equally likely resample (n^n of them)."""
-    means = sorted(np.mean(s) for s in itertools.product(values, repeat=len(values)))
-    tail = (1 - level) / 2
-    return np.quantile(means, tail), np.quantile(means, 1 - tail)
-
-
-def exact_u_p_value(a, b):
-    """Two-sided exact Mann-Whitney p: the share of all splits of the pooled values whose U is as extreme."""
-    pooled = a + b
-
-    def u(x, y):
-        return sum((xi > yi) + 0.5 * (xi == yi) for xi in x for yi in y)
-
-    observed = abs(u(a, b) - len(a) * len(b) / 2)
-    splits = list(itertools.combinations(range(len(pooled)), len(a)))
-    extreme = 0
-    for idx in splits:
-        x = [pooled[i] for i in idx]
-        y = [pooled[i] for i in range(len(pooled)) if i not in idx]
-        extreme += abs(u(x, y) - len(a) * len(b) / 2) >= observed - 1e-12
-    return extreme / len(splits)
-
-
-@pytest.mark.parametrize("values", [[10.0, 12.0, 15.0, 30.0], [3.1, 3.5, 3.6, 4.0, 9.0]])
-def test_bootstrap_interval_matches_the_exact_bootstrap_distribution(values):
-    lo, hi = bootstrap_interval(values)
-    exact_lo, exact_hi = exact_bootstrap_percentiles(values)
-    spread = max(values) - min(values)
-    assert lo == pytest.approx(exact_lo, abs=0.05 * spread) and hi == pytest.approx(exact_hi, abs=0.05 * spread)
-    assert lo <= np.mean(values) <= hi
-    assert bootstrap_interval(values) == (lo, hi)  # seeded
-
-
-def test_bootstrap_interval_edge_cases():
-    assert all(math.isnan(v) for v in bootstrap_interval([5.0]))
-    assert bootstrap_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
-    assert bootstrap_interval([1.0, float("nan"), 3.0])[0] >= 1.0  # non-finite values are left out
-
-
-@pytest.mark.parametrize(
-    "a,b",
-    [
-        ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]),
-        ([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]),
-        ([1.0, 5.0, 3.0], [2.0, 6.0, 4.0]),
-    ],
-)
-def test_rank_test_is_the_exact_mann_whitney_p(a, b):
-    assert rank_test(a, b) == pytest.approx(exact_u_p_value(a, b))
-
-
-def test_three_seeds_against_three_cannot_be_told_apart_at_5_percent():
-    assert rank_test([1.0, 2.0, 3.0], [100.0, 200.0, 300.0]) == pytest.approx(0.1)
-    assert math.isnan(rank_test([1.0], [2.0, 3.0]))
-
-
-def test_holm_adjusted_p_values_reject_what_the_step_down_procedure_rejects():
-    assert holm_adjusted([0.01, 0.04, 0.03, math.nan]) == pytest.approx([0.03, 0.06, 0.06, math.nan], nan_ok=True)
-    assert holm_adjusted([0.3, 0.5, 0.6]) == pytest.approx([0.9, 1.0, 1.0])  # capped at 1, never decreasing
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        pvalues = list(rng.uniform(0, 0.2, size=int(rng.integers(1, 9))))
-        adjusted, m = holm_adjusted(pvalues), len(pvalues)
-        ordered = sorted(pvalues)
-        for alpha in (0.01, 0.05, 0.1):
-            # Holm's step-down: reject the i-th smallest while every p so far is below alpha / (m - j)
-            steps = 0
-            while steps < m and ordered[steps] <= alpha / (m - steps):
-                steps += 1
-            rejected = {p for p in ordered[:steps]}
-            assert {p for p, q in zip(pvalues, adjusted, strict=True) if q <= alpha} == rejected
-
-
-def test_overlaps():
-    assert overlaps((1, 3), (2, 5)) and overlaps((1, 3), (3, 4)) and not overlaps((1, 2), (2.5, 4))
-    assert overlaps((math.nan, math.nan), (1, 2))
+from gan.study.stats import bootstrap_interval, holm_adjusted
+from tests.helpers import exact_u_p_value
 
 
 def _write_run(sweep, name, overrides, fid, collapsed_at=None, dead=None):
@@ -189,11 +110,11 @@ def test_records_from_before_the_verdicts_are_judged_by_the_same_thresholds(tmp_
             record.update(evaluations=evaluations, best=evaluations[0], final=evaluations[-1])
             record["first_collapse_iteration"] = first
             (run / "results.json").write_text(json.dumps(record))
-    rows = {row["config"]: row for row in report(sweep)["configurations"]}
+    rows = {row.config: row for row in report(sweep)["configurations"]}
     # relu: seed 0 collapses at 200, seed 1 at 100; tanh: seed 2 at 100, seed 0 ends in partial collapse
-    assert sorted(rows["model.g_act=relu"]["collapse_iterations"]) == [100, 200]
-    assert rows["model.g_act=tanh"]["collapse_iterations"] == [100] and rows["model.g_act=tanh"]["partial"] == 1
-    assert sorted(rows["model.g_act=elu"]["collapse_iterations"]) == [100, 200]
+    assert sorted(rows["model.g_act=relu"].collapse_iterations) == [100, 200]
+    assert rows["model.g_act=tanh"].collapse_iterations == [100] and rows["model.g_act=tanh"].partial == 1
+    assert sorted(rows["model.g_act=elu"].collapse_iterations) == [100, 200]
     text = (sweep / "report.md").read_text()
     assert "2 of 3 (median iteration 150)" in text and "1 of 3 (median iteration 100) + 1 partial" in text
     verdicts = {r["run"]: r["final_verdict"] for r in csv.DictReader((sweep / "results.csv").open())}

@@ -1,5 +1,4 @@
-"""``hydra/launcher=packed`` and its submitit variants: a sweep trained as packs gives each job the run directory and
-the results the same sweep gives unpacked; bad jobs stop it before any training; studies resume; sweepers work."""
+"""gan.runs.launcher: the packed launcher and the Hydra plugins (joblib, submitit, Optuna)."""
 
 import json
 import shutil
@@ -10,7 +9,7 @@ import torch
 import yaml
 
 from gan.report import main as report_main
-from tests.conftest import _cli, compose_train, fast_overrides, scalars
+from tests.helpers import _cli, compose_train, fast_overrides, scalars
 
 pytestmark = pytest.mark.slow  # every test runs a sweep with python -m gan.train
 
@@ -175,3 +174,72 @@ def test_each_pack_is_one_submitit_job(tmp_path, tiny_mnist):
     submitted = [p for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name != "%j"]
     assert len(submitted) == 1  # one pack, one job
     assert "member of a pack of 4" in next(submitted[0].glob("*_log.out")).read_text()
+
+
+def _statuses(sweep):
+    return sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/results.json"))
+
+
+def test_joblib_runs_jobs_in_parallel_processes(tmp_path, tiny_mnist):
+    sweep = tmp_path / "sweep"
+    proc = _cli(
+        "gan.train",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model.g_act=relu,tanh",
+        *fast_overrides(tiny_mnist),
+        "trainer.max_steps=3",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    assert _statuses(sweep) == ["finished", "finished"]
+
+
+def test_slurm_config_composes_and_submitit_runs_a_job_locally(tmp_path, tiny_mnist):
+    cfg = compose_train(["hydra/launcher=slurm"], keep_hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.gpus_per_node == 1
+    sweep = tmp_path / "sweep"
+    proc = _cli(
+        "gan.train",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "hydra.launcher.submitit_folder=${hydra.sweep.dir}/.submitit/%j",
+        *fast_overrides(tiny_mnist),
+        "trainer.max_steps=3",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _statuses(sweep) == ["finished"]
+
+
+def test_optuna_search_minimises_the_returned_fid(tmp_path, tiny_mnist):
+    sweep = tmp_path / "sweep"
+    proc = _cli(
+        "gan.train",
+        "-m",
+        "hparams_search=optuna_lr",
+        "hydra.sweeper.n_trials=2",
+        *fast_overrides(tiny_mnist),
+        "eval.enabled=true",
+        "eval.min_evaluator_accuracy=0",
+        "eval.num_samples=64",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    fids = {}
+    for results in sweep.glob("*/results.json"):
+        data = json.loads(results.read_text())
+        fids[data["config"]["model"]["optimizer_g"]["lr"]] = data["final"]["fid"]
+        assert isinstance(data["config"]["model"]["optimizer_d"]["betas"], list)
+    assert len(fids) == 2
+    assert best["best_value"] == min(fids.values())
+    assert fids[best["best_params"]["model.optimizer_g.lr"]] == best["best_value"]

@@ -1,0 +1,141 @@
+"""Building what a fit needs from a checked config, each once per pack: the data module, the callbacks, the
+Trainer, and each member's run folder record and loggers. ``instantiate`` turns a bad value found while building
+into one ConfigError naming the config group."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import Callback, Checkpoint, ProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from gan.data import MNISTDataModule
+from gan.errors import ConfigError
+from gan.eval.metrics import METRIC_NAMES
+from gan.runs.checkpoints import read_checkpoint
+from gan.runs.packing import merge_checkpoints
+from gan.runs.rundir import MemberRun, RunResults, claim_run_dir
+
+
+def instantiate(node: Any, group: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` whose bad-value failures become one ConfigError naming the config group.
+
+    The node is taken as plain values: the schema typed the config the user wrote (``data.seed`` is an int), while
+    our own arguments may have other types (a pack's data module gets one seed per member).
+    """
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True)
+    try:
+        return hydra.utils.instantiate(OmegaConf.create(node), **kwargs)
+    except hydra.errors.InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
+            names_key = isinstance(cause, ConfigError) or str(cause).startswith(f"{group}.")
+            message = str(cause) if names_key else f"{group}: {cause}"
+            raise ConfigError(message) from cause
+        raise
+
+
+def lightning_max_steps(max_steps: int | None, d_steps: int) -> int:
+    """The lab's ``max_steps`` (generator iterations) -> Lightning's (optimizer steps: d_steps + 1 per iteration)."""
+    if max_steps is None or int(max_steps) < 0:
+        return -1
+    return int(max_steps) * (int(d_steps) + 1)
+
+
+def data_settings(cfg: DictConfig) -> dict[str, Any]:
+    """``data.*`` as the data module takes it: ``data.augment`` (the old place of ``model.augment``) is the model's."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data.pop("augment", None)
+    return data
+
+
+def build_datamodule(
+    cfg: DictConfig, seeds: Sequence[int], value_ranges: Sequence[Sequence[float]], d_steps: int
+) -> MNISTDataModule:
+    """The data module serving every member: each its own shuffle seed and its generator's data range, loaded."""
+    datamodule: MNISTDataModule = instantiate(
+        data_settings(cfg),
+        "data",
+        seed=[int(s) for s in seeds],
+        value_range=[list(r) for r in value_ranges],
+        batches_per_iteration=d_steps,
+    )
+    datamodule.prepare_data()  # missing data fails here, before a logger or checkpoint is written
+    datamodule.setup("fit")  # and so does a training subset the data cannot supply
+    return datamodule
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    """The configured callbacks (``callbacks.*``), sample quality (``eval``) and diagnostics (``diag``); the
+    Trainer switches users know (``enable_progress_bar``, ``enable_checkpointing``) win over the callbacks that
+    implement them."""
+    callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c is not None]
+    if cfg.get("eval"):
+        callbacks.append(instantiate(cfg.eval, "eval", data_root=cfg.data.root))
+    if cfg.get("diag"):
+        callbacks.append(instantiate(cfg.diag, "diag"))
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not cfg.trainer.get("enable_checkpointing", True):
+        callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
+    return callbacks
+
+
+class PackCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, with one addition: resuming a pack reads its members' own checkpoints and
+    merges them (``gan.runs.packing.merge_checkpoints``) in place of one file."""
+
+    def __init__(self, member_paths: Sequence[str]) -> None:
+        super().__init__()
+        self.member_paths = list(member_paths)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return merge_checkpoints([read_checkpoint(p, "a member's checkpoint") for p in self.member_paths])
+
+
+def build_trainer(
+    cfg: DictConfig, d_steps: int, callbacks: Sequence[Callback] = (), plugins: Sequence[Any] = ()
+) -> L.Trainer:
+    """The Trainer ``cfg.trainer`` configures (its ``max_steps`` in optimizer steps); each member logs to its own
+    loggers (``MemberRun``), so the Trainer has none."""
+    return instantiate(
+        cfg.trainer,
+        "trainer",
+        max_steps=lightning_max_steps(cfg.trainer.get("max_steps"), d_steps),
+        callbacks=list(callbacks),
+        logger=False,
+        plugins=list(plugins) or None,
+    )
+
+
+def metric_tags(cfg: DictConfig, member: Mapping[str, Any]) -> list[str]:
+    """The scalar tags a run's evaluations log (what TensorBoard's HPARAMS tab compares runs by)."""
+    if not (cfg.get("eval") and cfg.eval.get("enabled")):
+        return []
+    prefixes = ["eval"] + (["eval_no_ema"] if member.get("g_ema") else [])
+    return [f"{prefix}/{name}" for prefix in prefixes for name in METRIC_NAMES]
+
+
+def member_runs(plans: Sequence[Any]) -> list[MemberRun]:
+    """Each member's run directory, results record (written now: status running) and loggers."""
+    runs = []
+    for index, plan in enumerate(plans):
+        claim_run_dir(plan.run_dir)  # held until this process ends: no other run writes here meanwhile
+        record = RunResults(plan.run_dir, plan.config)
+        previous = RunResults.load(plan.run_dir) if plan.in_place else None
+        if previous:
+            record.continue_from(previous)
+        record.write()
+        logger = plan.config.get("logger")
+        loggers = [instantiate(logger, "logger")] if logger else []
+        run = MemberRun(index, plan.run_dir, record, loggers)
+        cfg = OmegaConf.create(plan.config)
+        run.log_config(OmegaConf.to_yaml(cfg), metric_tags(cfg, plan.member))
+        runs.append(run)
+    return runs

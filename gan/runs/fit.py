@@ -1,0 +1,186 @@
+"""Training a pack of plans as one population in one Lightning fit; each member writes its own run directory.
+
+``train(cfg)`` is one run (a pack of one); the packed launcher calls ``train_pack`` with many plans. Model, data
+module and Trainer are built once per pack, from plans already checked (``gan.runs.plan``). Every member's
+results.json says how it ended (finished, diverged, interrupted, failed); a signal stops the pack after each
+member's ``last.ckpt`` is written.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+from gan.data import MNISTDataModule
+from gan.errors import ConfigError, Interrupted, RunFailed, StorageError
+from gan.eval.metrics import METRIC_NAMES
+from gan.model.module import GANModule
+from gan.runs.build import PackCheckpointIO, build_callbacks, build_datamodule, build_trainer, member_runs
+from gan.runs.callbacks import MemberCallback, MemberScalars, SignalStop, completed_epochs
+from gan.runs.packing import activation_order
+from gan.runs.plan import JobState, MemberPlan, prepare
+from gan.runs.rundir import LAST_CHECKPOINT, MemberRun, release_run_dir
+
+# A run stopped by a signal saves mid-epoch; the data module resumes such an epoch at its next batch (its
+# state_dict), which Lightning's check for a resumable dataloader does not see.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+
+
+def train(cfg: DictConfig, job: JobState | None = None) -> dict[str, Any]:
+    """Train one GAN as configured (a population of one); returns a short summary (also printed)."""
+    return train_pack([prepare(cfg, job)])[0]
+
+
+def train_pack(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
+    """Train the plans as one population (one process, one Lightning fit); each member writes its own run
+    directory. Returns each plan's summary, in the plans' order; a member that finished before is not trained."""
+    summaries: dict[int, dict[str, Any]] = {}
+    for i, plan in enumerate(plans):
+        if plan.done is not None:
+            summaries[i] = _summary(plan, plan.done, 0, 0.0) | {"skipped": "finished before"}
+            print(f"{plan.job}: already {plan.done['status']} in {plan.run_dir}; skipped")
+    todo = [i for i, plan in enumerate(plans) if plan.done is None]
+    if todo:
+        order = [todo[j] for j in activation_order([plans[i].member for i in todo])]
+        trained = _fit([plans[i] for i in order])
+        summaries.update(zip(order, trained, strict=True))
+    return [summaries[i] for i in range(len(plans))]
+
+
+def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
+    cfg = OmegaConf.create(plans[0].config)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    module = GANModule(members=[p.member for p in plans], checked=True)
+    module.run_configs = [p.config for p in plans]
+    seeds = [int(p.config["data"]["seed"]) for p in plans]
+    datamodule = build_datamodule(cfg, seeds, module.data_ranges, module.shared["d_steps"])
+    limit = cfg.trainer.get("limit_train_batches")
+    if isinstance(limit, float) and int(limit * datamodule.batches_per_epoch) < 1:
+        raise ConfigError(
+            f"trainer.limit_train_batches={limit} of {datamodule.batches_per_epoch} batches per epoch is less than "
+            f"one batch. Use a larger fraction, or a number of batches (an int)."
+        )
+    resuming = [p.ckpt_path for p in plans if p.ckpt_path]
+    if resuming and len(resuming) != len(plans):
+        raise ConfigError("a pack either resumes every member or none (gan.train groups them so)")
+    plugins = [PackCheckpointIO(resuming)] if resuming else []
+    trainer = build_trainer(cfg, module.shared["d_steps"], build_callbacks(cfg), plugins)
+    torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
+    runs = member_runs(plans)
+    scalars, stop = MemberScalars(), SignalStop()
+    trainer.callbacks.extend([scalars, stop])  # after Lightning's ordering: they run last in every hook
+    for callback in trainer.callbacks:
+        if isinstance(callback, MemberCallback):
+            callback.bind(runs)
+    ckpt_path = resuming[0] if resuming else None
+    try:
+        return _train(plans, module, datamodule, trainer, runs, stop, ckpt_path)
+    finally:
+        for plan in plans:  # the folders are free again (a process that ends frees them anyway)
+            release_run_dir(plan.run_dir)
+
+
+def _train(
+    plans: Sequence[MemberPlan],
+    module: GANModule,
+    datamodule: MNISTDataModule,
+    trainer: L.Trainer,
+    runs: Sequence[MemberRun],
+    stop: SignalStop,
+    ckpt_path: str | None,
+) -> list[dict[str, Any]]:
+    start = time.perf_counter()
+    failure: str | None = None
+    interrupted: Interrupted | None = None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Interrupted as exc:
+        interrupted = exc
+    except (SIGTERMException, KeyboardInterrupt, SystemExit):  # a signal before the first iteration, or Ctrl-C twice
+        signum = stop.signum or (signal.SIGTERM if trainer.received_sigterm else signal.SIGINT)
+        stop.signum = signum
+        interrupted = Interrupted(signum, stop.reason(module.iteration))
+    except RunFailed:
+        pass  # every member diverged; each is recorded
+    except Exception as exc:  # noqa: BLE001 - recorded for every member still training, then reported
+        failure = f"{type(exc).__name__}: {exc}"
+        if len(plans) == 1:
+            _close(runs, module, trainer, failure)
+            raise RunFailed("failed", failure) from exc
+    _close(runs, module, trainer, failure, interrupted)
+    wall = time.perf_counter() - start
+    summaries = [
+        _summary(p, r.record.data, trainer.num_training_batches, wall) for p, r in zip(plans, runs, strict=True)
+    ]
+    for summary, plan in zip(summaries, plans, strict=True):
+        _print_summary(summary, plan, len(plans))
+    if interrupted is not None:  # the whole pack stops: the scheduler wants the process gone
+        raise interrupted
+    if len(plans) == 1 and summaries[0]["status"] == "diverged":
+        raise RunFailed("diverged", summaries[0]["reason"])
+    return summaries
+
+
+def _close(
+    runs: Sequence[MemberRun],
+    module: GANModule,
+    trainer: L.Trainer,
+    failure: str | None,
+    interrupted: Interrupted | None = None,
+) -> None:
+    """Every member's results.json says how it ended; loggers are flushed."""
+    module.check_divergence()  # a loss that went non-finite since the last logging step
+    scalars = [c for c in trainer.callbacks if isinstance(c, MemberScalars)]
+    if scalars:
+        scalars[0].on_train_batch_end(trainer, module)  # divergences found in the last step
+    for run in runs:
+        try:
+            if run.record.data["status"] == "running":
+                if failure is not None:
+                    run.record.finish("failed", module.iteration, failure)
+                elif interrupted is not None:
+                    run.record.finish("interrupted", module.iteration, interrupted.reason)
+                else:
+                    run.record.finish("interrupted" if trainer.interrupted else "finished", module.iteration)
+            for logger in run.loggers:
+                logger.finalize("success" if failure is None else "failed")
+        except (StorageError, OSError) as exc:  # a full disk: the run's end goes unrecorded, said here instead
+            print(f"warning: {run.run_dir}: how the run ended could not be recorded: {exc}", file=sys.stderr)
+
+
+def _summary(plan: MemberPlan, results: dict[str, Any], batches: int, wall_s: float) -> dict[str, Any]:
+    summary = {
+        "run_dir": plan.run_dir,
+        "status": results["status"],
+        "iterations": results["iterations"],
+        "epochs": completed_epochs(results["iterations"], batches),
+        "wall_s": round(wall_s, 1),
+        "last_checkpoint": str(Path(plan.run_dir) / LAST_CHECKPOINT),
+    }
+    if results.get("reason"):
+        summary["reason"] = results["reason"]
+    if results.get("final"):
+        summary["final_metrics"] = {k: results["final"][k] for k in METRIC_NAMES}
+    return summary
+
+
+def _print_summary(summary: dict[str, Any], plan: MemberPlan, pack_size: int) -> None:
+    scores = ""
+    if summary.get("final_metrics"):
+        scores = " " + ", ".join(f"{k}={v:.3g}" for k, v in summary["final_metrics"].items()) + "."
+    where = f" (member of a pack of {pack_size})" if pack_size > 1 else ""
+    status = "Done" if summary["status"] == "finished" else summary["status"].capitalize()
+    print(
+        f"{status}: {summary['iterations']} iterations ({summary['epochs']} epochs) in {summary['wall_s']} s{where}."
+        f"{scores} Run directory: {summary['run_dir']}  (tensorboard --logdir {summary['run_dir']})"
+    )

@@ -1,0 +1,48 @@
+"""gan.runs.diagnostics: activation diagnostics logged in a real (tiny) run."""
+
+import json
+
+import pytest
+
+from tests.helpers import SCALAR_TAGS, run, scalars
+
+
+@pytest.mark.slow
+def test_diagnostics_in_a_run_log_every_layer_and_leave_training_alone(tmp_path, tiny_mnist):
+    _, plain = run(tmp_path, "plain", tiny_mnist, "trainer.max_epochs=1")
+    _, probed = run(tmp_path, "probed", tiny_mnist, "trainer.max_epochs=1", "diag.enabled=true", "diag.every_n_steps=4")
+    series = scalars(probed)
+    for net in "GD":
+        for k in (1, 2, 3):
+            for stat in ("dead", "saturated", "pre_mean", "pre_std", "act_mean", "act_std", "grad_norm"):
+                assert [s for s, _ in series[f"diag/{net}/layer{k}/{stat}"]] == [4, 8]
+    assert all(v > 0 for _, v in series["diag/D/layer1/grad_norm"])
+    for tag in SCALAR_TAGS:  # probing draws its own noise: the training is exactly the same
+        assert series[tag] == scalars(plain)[tag]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(probed / "tensorboard"), size_guidance={"histograms": 0})
+    acc.Reload()
+    assert "diag/G/layer1/pre" in acc.Tags()["histograms"]
+
+
+@pytest.mark.slow
+def test_the_last_iteration_is_probed_and_its_summary_recorded(tmp_path, tiny_mnist):
+    _, run_dir = run(
+        tmp_path,
+        "probed",
+        tiny_mnist,
+        "trainer.max_epochs=1",
+        "diag.enabled=true",
+        "diag.every_n_steps=3",
+        "diag.histograms=false",
+    )
+    series = scalars(run_dir)
+    assert [s for s, _ in series["diag/G/jacobian_log_cond_mean"]] == [3, 6, 8]  # 8 iterations: the end too
+    assert [s for s, _ in series["diag/D/layer2/dead"]] == [3, 6, 8]
+    summary = json.loads((run_dir / "results.json").read_text())["diagnostics"]
+    last = {tag: values[-1][1] for tag, values in series.items()}
+    assert summary["iteration"] == 8
+    assert summary["G_dead"] == pytest.approx(sum(last[f"diag/G/layer{k}/dead"] for k in (1, 2, 3)) / 3)
+    assert summary["D_saturated"] == pytest.approx(sum(last[f"diag/D/layer{k}/saturated"] for k in (1, 2, 3)) / 3)
+    assert summary["G_jacobian_log_cond_mean"] == pytest.approx(last["diag/G/jacobian_log_cond_mean"])
