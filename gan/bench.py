@@ -143,20 +143,21 @@ class ReferenceLoop:
 
 
 class Timer(Callback):
-    """Seconds from the end of batch ``warmup`` to the end of the last batch (synchronizing a GPU at both)."""
+    """Seconds from the end of batch ``warmup`` to the end of batch ``warmup + iters`` (synchronizing a GPU at
+    both): the iterations alone, as the reference loop is timed, not the end-of-training hooks after them (the
+    epoch's sample grid, the progress bar's close)."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.seen, self.start, self.seconds = warmup, 0, 0.0, 0.0
+    def __init__(self, warmup: int, iters: int) -> None:
+        self.warmup, self.iters, self.seen, self.start, self.seconds = warmup, iters, 0, 0.0, 0.0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self.seen += 1
         if self.seen == self.warmup:
             _sync(pl_module.device)
             self.start = time.perf_counter()
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module.device)
-        self.seconds = time.perf_counter() - self.start
+        elif self.seen == self.warmup + self.iters:
+            _sync(pl_module.device)
+            self.seconds = time.perf_counter() - self.start
 
 
 def bench_config(data_root: str, run_dir: str, accelerator: str, overrides: Sequence[str]) -> DictConfig:
@@ -212,7 +213,7 @@ def time_lightning(cfg: DictConfig, members: list[dict[str, Any]], warmup: int, 
     datamodule = build_datamodule(cfg, [m["seed"] for m in members], module.data_ranges, module.shared["d_steps"])
     with_steps = OmegaConf.merge(cfg, {"trainer": {"max_steps": warmup + iters}})
     trainer = build_trainer(with_steps, module.shared["d_steps"], build_callbacks(with_steps))
-    timer = Timer(warmup)
+    timer = Timer(warmup, iters)
     trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=datamodule)
     return timer.seconds
@@ -258,14 +259,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         members = pack_members(member, args.members)
         alone = members[:: max(1, len(members) // max(1, args.sequential))][: max(1, args.sequential)]
         rates: dict[str, list[float]] = {"reference": [], "single": [], "sequential": [], "pack": []}
-        for _ in range(args.rounds):
-            rates["reference"].append(args.iters * images / reference.time(args.warmup, args.iters))
-            rates["single"].append(args.iters * images / time_lightning(cfg, [member], args.warmup, args.iters))
+        for r in range(args.rounds):
+            # the bare loop and the single run side by side, in turn first (a machine's speed drifts: each round's
+            # ratio compares neighbours, and the order alternates so that a drift within a round cancels)
+            for side in ("reference", "single") if r % 2 == 0 else ("single", "reference"):
+                seconds = (
+                    reference.time(args.warmup, args.iters)
+                    if side == "reference"
+                    else time_lightning(cfg, [member], args.warmup, args.iters)
+                )
+                rates[side].append(args.iters * images / seconds)
             seconds = sum(time_lightning(cfg, [m], args.warmup, pack_iters) for m in alone)
             rates["sequential"].append(len(alone) * pack_iters * images / seconds)
             pack_s = time_lightning(cfg, members, args.warmup, pack_iters)
             rates["pack"].append(pack_iters * images * args.members / pack_s)
     median = {k: statistics.median(v) for k, v in rates.items()}
+    paired = [s / r for s, r in zip(rates["single"], rates["reference"], strict=True)]
     summary = {
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -277,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "sequential_member_img_s": round(median["sequential"], 1),
         "sequential_runs_timed": len(alone),
         "pack_member_img_s": round(median["pack"], 1),
-        "single_vs_reference": round(median["single"] / median["reference"], 3),
+        "single_vs_reference": round(statistics.median(paired), 3),  # the median of each round's ratio
+        "single_vs_reference_rounds": [round(x, 3) for x in paired],
         "pack_vs_sequential": round(median["pack"] / median["sequential"], 2),
         "pack_vs_single": round(median["pack"] / median["single"], 2),
         "pack_vs_reference": round(median["pack"] / median["reference"], 2),

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -39,6 +40,17 @@ from gan.model.penalties import DiscriminatorPenalties
 from gan.model.population import MemberConstants, member_generators
 from gan.model.spec import member_hparams, shared_settings
 from gan.model.streams import INIT_STREAM, MemberStreams
+
+
+@contextmanager
+def frozen(network: nn.Module) -> Iterator[None]:
+    """A block in which ``network``'s parameters take no gradient (what Lightning's ``toggled_optimizer`` does for
+    the other network's optimizer, without its walk over every optimizer's parameters at each update)."""
+    network.requires_grad_(False)
+    try:
+        yield
+    finally:
+        network.requires_grad_(True)
 
 
 class GANModule(L.LightningModule):
@@ -202,20 +214,19 @@ class GANModule(L.LightningModule):
         size = real_chunks[-1].shape[1]
         z = self.streams.normal((d_steps + 1, size, self.shared["latent_dim"]), dim=1).to(batch.dtype)
 
-        with self.toggled_optimizer(opt_d):
-            for s, real in enumerate(real_chunks):
-                with torch.no_grad():
-                    fake = self.generator(z[s])
-                real_in, fake_in = self.d_input(real), self.d_input(fake)
-                real_logits, penalty = self.penalties(self.discriminator, real_in, fake_in, self.streams)
-                fake_logits = self.discriminator(fake_in)
-                d_loss = self.losses.d_loss(real_logits, fake_logits)
-                d_total = d_loss if penalty is None else d_loss + penalty
-                opt_d.zero_grad(set_to_none=True)
-                self.manual_backward(d_total.sum())
-                opt_d.step()
+        for s, real in enumerate(real_chunks):  # D's updates: G's samples are made without a graph
+            with torch.no_grad():
+                fake = self.generator(z[s])
+            real_in, fake_in = self.d_input(real), self.d_input(fake)
+            real_logits, penalty = self.penalties(self.discriminator, real_in, fake_in, self.streams)
+            fake_logits = self.discriminator(fake_in)
+            d_loss = self.losses.d_loss(real_logits, fake_logits)
+            d_total = d_loss if penalty is None else d_loss + penalty
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_total.sum())
+            opt_d.step()
 
-        with self.toggled_optimizer(opt_g):  # D's parameters need no gradients here
+        with frozen(self.discriminator):  # G's update: D's parameters take no gradient
             g_loss = self.losses.g_loss(self.discriminator(self.d_input(self.generator(z[d_steps]))))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss.sum())
@@ -287,13 +298,9 @@ class GANModule(L.LightningModule):
                 std if initial > 0 else None
                 for std, initial in zip(self.d_view.noise_now, self.d_view.initial_noise, strict=True)
             ]
-        self.step_metrics = table
+        self.step_metrics = table  # what the callbacks log per member and the progress bar shows
         if not any(self.alive):
             raise RunFailed("diverged", self.divergence[max(self.divergence, key=lambda k: self.divergence[k][0])][1])
-        if self.members == 1:
-            self.log_dict({t: v[0] for t, v in table.items() if v[0] is not None}, prog_bar=True, logger=False)
-        else:
-            self.log("members_alive", float(sum(self.alive)), prog_bar=True, logger=False)
 
     def _set_active(self) -> None:
         for opt in self.trainer.optimizers if self._trainer is not None else []:

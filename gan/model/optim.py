@@ -180,12 +180,18 @@ class Adam(StackedOptimizer):
         torch._foreach_add_(steps, 1)
         beta1 = self.columns(group, "betas", params, 0)
         beta2 = self.columns(group, "betas", params, 1)
-        # torch's foreach Adam, with each member's hyperparameters as [K, 1, ...] factors (9 passes over the state)
+        # torch's foreach Adam, with each member's hyperparameters as [K, 1, ...] factors (9 passes over the state,
+        # 8 when the members share beta2)
         torch._foreach_lerp_(exp_avgs, grads, self.columns(group, "betas", params, 0, "one_minus"))
         torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(
-            exp_avg_sqs, grads, torch._foreach_mul(grads, self.columns(group, "betas", params, 1, "one_minus"))
-        )
+        one_minus_beta2 = {1.0 - b2 for _, b2 in group["betas"]}
+        if len(one_minus_beta2) == 1:  # one value for all members (a single run): no [K, ...] product of grads
+            # v + c * g * g computes (c * g) * g: the same bits as v + 1 * g * (g * c) below (a product commutes)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=one_minus_beta2.pop())
+        else:
+            torch._foreach_addcmul_(
+                exp_avg_sqs, grads, torch._foreach_mul(grads, self.columns(group, "betas", params, 1, "one_minus"))
+            )
         bias_correction1 = torch._foreach_pow(beta1, steps)  # 1 - beta1^t, below (tiny [K, 1, ...] tensors)
         torch._foreach_neg_(bias_correction1)
         torch._foreach_add_(bias_correction1, 1)

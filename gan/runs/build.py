@@ -76,10 +76,14 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     Trainer switches users know (``enable_progress_bar``, ``enable_checkpointing``) win over the callbacks that
     implement them."""
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c is not None]
+    # sample quality and diagnostics: their values are checked even when they are switched off; only then left out
+    # (a callback that does nothing still costs Lightning a call per hook and batch)
     if cfg.get("eval"):
-        callbacks.append(instantiate(cfg.eval, "eval", data_root=cfg.data.root))
+        quality = instantiate(cfg.eval, "eval", data_root=cfg.data.root)
+        callbacks += [quality] if quality.enabled else []
     if cfg.get("diag"):
-        callbacks.append(instantiate(cfg.diag, "diag"))
+        diagnostics = instantiate(cfg.diag, "diag")
+        callbacks += [diagnostics] if diagnostics.enabled else []
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if not cfg.trainer.get("enable_checkpointing", True):

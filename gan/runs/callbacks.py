@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torchvision.utils import make_grid, save_image
@@ -230,3 +230,27 @@ class PeriodicCheckpoint(MemberCallback, Checkpoint):
         if epoch_due(trainer, self.every_n_epochs):
             name = f"epoch{trainer.current_epoch:04d}.ckpt"
             save_member_checkpoints(trainer, self.live(pl_module), str(Path(self.dirname) / name))
+
+
+class MemberProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, showing the latest logging step's losses (a single run) or how many members still
+    train (a pack), taken from the module's ``step_metrics`` when a logging step sets them: the module logs nothing
+    through ``self.log`` (each member logs to its own loggers), which spares Lightning a metrics pass every batch."""
+
+    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
+        self.latest: dict[str, str] = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Population, *args: Any) -> None:
+        if pl_module.members == 1:
+            for tag, values in pl_module.step_metrics.items():  # set by this batch when it was a logging step
+                if values[0] is not None:
+                    self.latest[tag.rpartition("/")[2]] = f"{values[0]:.3g}"
+        else:
+            self.latest["members_alive"] = str(sum(pl_module.alive))
+        super().on_train_batch_end(trainer, pl_module, *args)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: Population) -> dict[str, int | str | float | dict[str, float]]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return {**items, **self.latest}

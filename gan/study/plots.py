@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import math
 import statistics
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 import matplotlib.image as mpimg
@@ -142,15 +140,3 @@ def plot_mechanism(runs: Sequence[Run], path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
-
-
-def _plotted(name: str, plot: Any, path: Path) -> bool:
-    """One figure; a figure that cannot be drawn (a damaged event file or image) is left out, said, and the rest of
-    the report is still written."""
-    try:
-        return bool(plot(path))
-    except OSError:
-        raise  # the folder cannot be written: the report as a whole cannot
-    except Exception as exc:  # noqa: BLE001 - one figure lost, not the report
-        print(f"warning: {name} left out: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return False

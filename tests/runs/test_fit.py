@@ -187,6 +187,40 @@ def test_resume_compares_the_checkpoints_own_config(tmp_path, tiny_mnist):
     )
 
 
+@pytest.mark.slow
+def test_a_checkpoint_of_the_package_before_its_floors_resumes_and_its_saved_code_names_are_not_used(
+    tmp_path, tiny_mnist
+):
+    """Checkpoints written before gan/model, gan/runs, ... name their code as it was (gan.module.member_hparams,
+    gan.optim.Adam): they resume and sample as before. A saved config is data: the model's _target_ in the file is
+    not what builds the resumed run, whatever it names."""
+    _, first = run(tmp_path, "first", tiny_mnist, "model.g_act=elu")
+    ckpt = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    for member in ckpt["hyper_parameters"]["members"]:
+        member["optimizer_g"]["_target_"] = member["optimizer_d"]["_target_"] = "gan.optim.Adam"
+    for config in ckpt["run_configs"]:
+        config["model"]["_target_"] = "gan.module.member_hparams"
+        config["model"]["optimizer_g"]["_target_"] = config["model"]["optimizer_d"]["_target_"] = "gan.optim.Adam"
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    config["model"]["_target_"] = "builtins.print"  # code a crafted file names: never called
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(ckpt, crafted)
+    for name, path in (("old", old), ("crafted", crafted)):
+        _, resumed = run(tmp_path, f"resumed_{name}", tiny_mnist, f"ckpt_path={path}", "trainer.max_epochs=2")
+        record = json.loads((resumed / "results.json").read_text())
+        assert record["status"] == "finished" and record["config"]["model"]["g_act"] == "elu"
+        assert record["config"]["model"]["_target_"] == "gan.model.spec.member_hparams"
+        assert record["config"]["model"]["optimizer_g"]["_target_"] == "gan.model.optim.Adam"
+    assert torch.equal(
+        weights(tmp_path / "resumed_old")["generator.net.fc1.weight"],
+        weights(tmp_path / "resumed_crafted")["generator.net.fc1.weight"],
+    )
+    settings = {"num_samples": 4, "nrow": 2, "seed": 0, "npy": None, "device": "cpu", "ema": None}
+    written = sample_run(OmegaConf.create({**settings, "ckpt_path": str(old), "out": str(tmp_path / "old.png")}))
+    assert Path(written["png"]).is_file()
+
+
 STABILITY_PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "stability").glob("*.yaml"))
 # Every switch of the toolkit, alone (a preset each, plus the ones without a preset of their own).
 SWITCHES = {
