@@ -28,7 +28,7 @@ from gan.model.module import GANModule
 from gan.runs.build import PackCheckpointIO, build_callbacks, build_datamodule, build_trainer, member_runs
 from gan.runs.callbacks import MemberCallback, MemberScalars, SignalStop, completed_epochs
 from gan.runs.packing import activation_order
-from gan.runs.plan import JobState, MemberPlan, prepare
+from gan.runs.plan import PLAIN_RUN, JobState, MemberPlan, prepare
 from gan.runs.rundir import LAST_CHECKPOINT, MemberRun, release_run_dir
 
 # A run stopped by a signal saves mid-epoch; the data module resumes such an epoch at its next batch (its
@@ -36,8 +36,9 @@ from gan.runs.rundir import LAST_CHECKPOINT, MemberRun, release_run_dir
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
-def train(cfg: DictConfig, job: JobState | None = None) -> dict[str, Any]:
-    """Train one GAN as configured (a population of one); returns a short summary (also printed)."""
+def train(cfg: DictConfig, job: JobState = PLAIN_RUN) -> dict[str, Any]:
+    """Train one GAN as configured (a population of one); returns a short summary (also printed). ``job``: what
+    the entry point read of Hydra's job (``gan.train`` passes ``JobState.from_hydra()``)."""
     return train_pack([prepare(cfg, job)])[0]
 
 

@@ -70,6 +70,9 @@ class JobState:
         )
 
 
+PLAIN_RUN = JobState()  # a single run whose command line set nothing
+
+
 @dataclass
 class MemberPlan:
     """One job, checked and ready to train as a member of a pack (plain values: it pickles to a cluster job)."""
@@ -294,9 +297,9 @@ def check_trainer(cfg: DictConfig) -> None:
     build_callbacks(cfg)
 
 
-def prepare(cfg: DictConfig, job: JobState | None = None) -> MemberPlan:
-    """Check one job's config (every value, once, before anything is written) and settle how it resumes."""
-    job = JobState.from_hydra() if job is None else job
+def prepare(cfg: DictConfig, job: JobState = PLAIN_RUN) -> MemberPlan:
+    """Check one job's config (every value, once, before anything is written) and settle how it resumes. ``job``
+    is what the entry point read of Hydra's job (``JobState.from_hydra``); a plain single run without it."""
     check_schema(cfg)
     for key in SEED_KEYS:
         check_count(key, OmegaConf.select(cfg, key), 0, "random seeds are integers from 0 to 2**32 - 1")

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, open_dict
 from gan.data import IMAGES_MAGIC, LABELS_MAGIC, SPLIT_FILES
 from gan.model.module import GANModule
 from gan.runs.fit import train
-from gan.runs.plan import member_config
+from gan.runs.plan import JobState, member_config
 from gan.runs.schema import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +114,8 @@ SCALAR_TAGS = {"train/d_loss", "train/g_loss", "train/D_x", "train/D_G_z"}
 def run(tmp_path: Path, name: str, data: Path, *extra: str) -> tuple[dict, Path]:
     """A short in-process run (fast_overrides plus EXTRA) in TMP_PATH/NAME: its summary and run directory."""
     run_dir = tmp_path / name
-    summary = train(compose_train(fast_overrides(data) + list(extra), run_dir))
+    cfg = compose_train(fast_overrides(data) + list(extra), run_dir)
+    summary = train(cfg, JobState.from_hydra())  # as gan.train's entry point reads the command line
     return summary, run_dir
 
 
