@@ -151,6 +151,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _as_declared(name: str, value: Any) -> Any:
+    """A checked value as its field's declared type says (``8`` for ``8.0`` given as an int, ...): a new field
+    needs no code here."""
+    kind = SPEC_TYPES[name]
+    if kind in (int, float, bool):
+        return kind(value)
+    if kind == List[int]:
+        return [int(v) for v in value]
+    if kind == Optional[int]:
+        return None if value is None else int(value)
+    return value
+
+
 def _check_range(name: str, value: float, low: float, high: float, hint: str) -> None:
     if not low <= float(value) <= high:
         raise ConfigError(f"model.{name} must be in [{low:g}, {high:g}], got {value!r} ({hint}).")
@@ -255,36 +268,10 @@ def member_hparams(**settings: Any) -> dict[str, Any]:
             "gradient, and batch norm makes every score depend on the whole batch (Gulrajani et al. 2017 drop "
             "it for this reason). Use model.d_norm=layer or none with wgan-gp."
         )
-    spec = MemberSpec(
-        latent_dim=int(m["latent_dim"]),
-        g_hidden=[int(w) for w in m["g_hidden"]],
-        d_hidden=[int(w) for w in m["d_hidden"]],
-        g_act=m["g_act"],
-        g_out_act=m["g_out_act"],
-        d_act=m["d_act"],
-        d_out_act=m["d_out_act"],
-        act_params=m["act_params"],
-        loss=m["loss"],
-        d_steps=int(m["d_steps"]),
-        optimizer_g=optimizer_config(m["optimizer_g"], "optimizer_g"),
-        optimizer_d=optimizer_config(m["optimizer_d"], "optimizer_d"),
-        num_fixed_samples=int(m["num_fixed_samples"]),
-        fixed_noise_seed=int(m["fixed_noise_seed"]),
-        gp_weight=float(m["gp_weight"]),
-        r1_weight=float(m["r1_weight"]),
-        d_spectral_norm=bool(m["d_spectral_norm"]),
-        g_norm=m["g_norm"],
-        d_norm=m["d_norm"],
-        label_smoothing=float(m["label_smoothing"]),
-        instance_noise=float(m["instance_noise"]),
-        instance_noise_iters=None if m["instance_noise_iters"] is None else int(m["instance_noise_iters"]),
-        d_minibatch_std=bool(m["d_minibatch_std"]),
-        d_minibatch_std_group=int(m["d_minibatch_std_group"]),
-        g_ema=bool(m["g_ema"]),
-        g_ema_decay=float(m["g_ema_decay"]),
-        seed=int(m["seed"]),
-        augment=list(parse_policy(m["augment"])),
-    )
+    m["optimizer_g"] = optimizer_config(m["optimizer_g"], "optimizer_g")
+    m["optimizer_d"] = optimizer_config(m["optimizer_d"], "optimizer_d")
+    m["augment"] = list(parse_policy(m["augment"]))
+    spec = MemberSpec(**{name: _as_declared(name, value) for name, value in m.items()})
     return asdict(spec)
 
 
