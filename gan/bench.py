@@ -35,10 +35,10 @@ from torch import nn
 
 from gan.errors import ConfigError, exits_on_error
 from gan.images import IMAGE_DIM
-from gan.model.activations import build_activation, data_range
+from gan.model.activations import build_activation
 from gan.model.losses import MemberLosses
 from gan.model.module import GANModule
-from gan.model.spec import default
+from gan.model.spec import default, member_data_range
 from gan.runs.build import build_callbacks, build_datamodule, build_trainer
 from gan.runs.plan import member_config
 from gan.runs.schema import CONF_DIR
@@ -189,11 +189,6 @@ def _compose_bench(data_root: str, run_dir: str, accelerator: str, overrides: Se
         )
 
 
-def data_range_of(member: dict[str, Any]) -> tuple[float, float]:
-    """The member's data range (its generator's output activation)."""
-    return data_range(member["g_out_act"], member["act_params"].get(member["g_out_act"]))
-
-
 def pack_members(member: dict[str, Any], count: int) -> list[dict[str, Any]]:
     """``count`` members: seeds 0..count-1, hidden activations cycling over the activation grid's 7 x 7."""
     out = []
@@ -253,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
         member = member_config(OmegaConf.merge(cfg, {"seed": 0}))
         check_reference_can_match(member)
-        data = build_datamodule(cfg, [0], [data_range_of(member)], member["d_steps"])
+        data = build_datamodule(cfg, [0], [member_data_range(member)], member["d_steps"])
         reference = ReferenceLoop(member, data.train_bytes, int(cfg.data.batch_size), device)
         images = reference.images_per_iteration
         members = pack_members(member, args.members)

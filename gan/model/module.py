@@ -30,7 +30,6 @@ from torch import nn
 
 from gan.errors import ConfigError, RunFailed
 from gan.images import to_unit_images
-from gan.model.activations import data_range
 from gan.model.d_input import DiscriminatorInput
 from gan.model.ema import update_average
 from gan.model.losses import MemberLosses
@@ -38,7 +37,7 @@ from gan.model.networks import Discriminator, Generator
 from gan.model.optim import OPTIMIZERS, StackedOptimizer
 from gan.model.penalties import DiscriminatorPenalties
 from gan.model.population import MemberConstants, member_generators
-from gan.model.spec import member_hparams, shared_settings
+from gan.model.spec import member_data_range, member_hparams, shared_settings
 from gan.model.streams import INIT_STREAM, MemberStreams
 
 
@@ -82,7 +81,7 @@ class GANModule(L.LightningModule):
         if self.shared["g_ema"]:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
             self.register_buffer("generator_ema_updates", torch.zeros(self.members, dtype=torch.long))
-        self.data_ranges = [data_range(m["g_out_act"], m["act_params"].get(m["g_out_act"])) for m in members]
+        self.data_ranges = [member_data_range(m) for m in members]
         self.constants = MemberConstants()
         self.d_view = DiscriminatorInput(members, self.data_ranges, self.constants)
         self.penalties = DiscriminatorPenalties(members, self.losses, self.constants)

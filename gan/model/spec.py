@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, get_type_hints
 import torch
 
 from gan.errors import ConfigError
-from gan.model.activations import ACTIVATION_NAMES, check_activation
+from gan.model.activations import ACTIVATION_NAMES, check_activation, data_range
 from gan.model.augment import parse_policy
 from gan.model.losses import check_loss
 from gan.model.networks import check_minibatch_std_group, check_norm
@@ -54,16 +54,8 @@ def setting(default: Any, shared: bool, meaning: str, key: str | None = None, co
     the default (an interpolation such as ``${seed}``)."""
     meta = {"shared": shared, "meaning": meaning, "key": key, "config_default": config_default}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: _copy(default), metadata=meta)
+        return field(default_factory=lambda: _plain(default), metadata=meta)
     return field(default=default, metadata=meta)
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_copy(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -162,6 +154,11 @@ def _as_declared(name: str, value: Any) -> Any:
     if kind == Optional[int]:
         return None if value is None else int(value)
     return value
+
+
+def member_data_range(member: Mapping[str, Any]) -> tuple[float, float]:
+    """The range a member's real images are scaled to: its generator's output activation's."""
+    return data_range(member["g_out_act"], member["act_params"].get(member["g_out_act"]))
 
 
 def _check_range(name: str, value: float, low: float, high: float, hint: str) -> None:
