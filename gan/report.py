@@ -17,7 +17,11 @@ still-running sweeps) and writes into SWEEP_DIR:
 - ``curves.png``: fid and losses over training per configuration, mean over seeds with a min-max band;
 - ``samples.png``: the latest sample grid of one run per configuration, side by side;
 - ``mechanism.png``: final fid against G's dead share, saturated share and Jacobian conditioning, one point per
-  run, coloured by configuration.
+  run, coloured by configuration;
+- for an equal-budget tuning study (``experiment=tuning_budget``): a section of ``report.md`` with each
+  configuration's expected best fid after n of its k draws (exact, with a bootstrap band), success rate with a 95%
+  interval, best draw and its settings, and Kendall's tau between the rankings at the baseline and at the best
+  draws; ``budget_curves.png`` (one curve per configuration); ``best_draws.json`` (what the confirmation re-runs).
 
 The reading, the numbers and the figures are ``gan.study`` (``runs``, ``tables``, ``stats``, ``plots``).
 """
@@ -31,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from gan.runs.rundir import RESULTS_NAME
+from gan.runs.tuning import BEST_DRAWS
 from gan.study.plots import plot_curves, plot_heatmap, plot_mechanism, plot_samples
 from gan.study.runs import find_runs
 from gan.study.tables import factor_effects, mechanism, summarize, write_csv, write_markdown
+from gan.study.tuning import markdown_lines, plot_budget_curves, tuning_rows, write_best_draws
 
 
 def _plotted(name: str, plot: Any, path: Path) -> bool:
@@ -58,6 +64,7 @@ def report(sweep: str | Path) -> dict[str, Any]:
     if not runs:
         raise FileNotFoundError(f"{sweep} holds no run directories (no .hydra/ or {RESULTS_NAME} below it).")
     rows = summarize(runs)
+    tuning = tuning_rows(runs)
     write_csv(runs, sweep / "results.csv")
     plots = [
         name
@@ -66,11 +73,15 @@ def report(sweep: str | Path) -> dict[str, Any]:
             ("curves.png", lambda path: plot_curves(runs, path)),
             ("samples.png", lambda path: plot_samples(runs, path)),
             ("mechanism.png", lambda path: plot_mechanism(runs, path)),
+            ("budget_curves.png", lambda path: plot_budget_curves(tuning, path)),
         )
         if _plotted(name, plot, sweep / name)
     ]
-    write_markdown(sweep, runs, rows, plots, mechanism(runs), factor_effects(runs))
-    return {"runs": len(runs), "configurations": rows, "plots": plots}
+    extra = markdown_lines(tuning) if tuning else []
+    if tuning:
+        write_best_draws(tuning, runs, sweep / BEST_DRAWS)
+    write_markdown(sweep, runs, rows, plots, mechanism(runs), factor_effects(runs), extra)
+    return {"runs": len(runs), "configurations": rows, "plots": plots, "tuning": tuning}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

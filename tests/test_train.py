@@ -113,6 +113,17 @@ def test_a_sweep_goes_on_after_a_diverging_and_a_bad_job(tmp_path, tiny_mnist):
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
 
+def needed(name: str, folder: Path) -> list[str]:
+    """What an experiment needs beside itself: the confirmation reads a tuning study's best draws (here one entry
+    that every configuration matches)."""
+    if name != "tuning_confirm":
+        return []
+    settings = {"lr_g": 1e-4, "lr_d": 3e-4, "beta1": 0.0, "init": "variance_preserving", "loss": "ns"}
+    best = folder / "best_draws.json"
+    best.write_text(json.dumps({"configurations": [{"configuration": {}, "draw": 1, "settings": settings}]}))
+    return [f"tuning.best_from={best}"]
+
+
 def sweep_axes(cfg) -> dict[str, list[str]]:
     """The experiment's sweep as Hydra parses it: axis -> its values (quoted and list values kept whole)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -126,14 +137,17 @@ def sweep_axes(cfg) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_config_composes_into_a_grid_of_valid_values(name):
-    """Every value of every axis composes with the experiment and builds its model and data settings."""
-    axes = sweep_axes(compose_train([f"experiment={name}"], keep_hydra=True))
-    assert "seed" in axes and len(axes["seed"]) >= 2
-    assert sum(len(v) > 1 for k, v in axes.items() if k != "seed") >= 1  # it compares something
+def test_every_experiment_config_composes_into_a_grid_of_valid_values(name, tmp_path):
+    """Every value of every axis composes with the experiment and builds its model and data settings; every
+    experiment repeats each configuration (over seeds, or a tuning study's draws, each with its own seed)."""
+    extra = needed(name, tmp_path)
+    axes = sweep_axes(compose_train([f"experiment={name}", *extra], keep_hydra=True))
+    repeats = "seed" if "seed" in axes else "tuning.draw"
+    assert len(axes[repeats]) >= 2
+    assert sum(len(v) > 1 for k, v in axes.items() if k != repeats) >= 1  # it compares something
     for key, values in axes.items():
         for value in values:
-            cfg = compose_train([f"experiment={name}", f"{key}={value}"])
+            cfg = compose_train([f"experiment={name}", *extra, f"{key}={value}"])
             build_model(cfg)
             if key in ("model.g_act", "model.d_act"):
                 assert value in ACTIVATION_NAMES
@@ -148,6 +162,7 @@ def test_every_experiment_runs_its_first_jobs(tmp_path, tiny_mnist, name):
     grid = [f"{k}={v[0]}" for k, v in axes.items()]
     overrides = [
         f"experiment={name}",
+        *needed(name, tmp_path),
         *grid,
         *fast_overrides(tiny_mnist),
         "trainer.max_steps=3",

@@ -6,14 +6,14 @@ conditioning (Odena et al. 2018). Pure functions of the networks and their input
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from gan.model.activations import output_bounds
+from gan.model.population import buffers_restored
 
 
 def hidden_layers(net: nn.Sequential) -> list[tuple[int, nn.Linear, nn.Module]]:
@@ -75,19 +75,6 @@ def probe(
         k: {"stats": layer_stats(pre, out, bounds, dead_threshold, saturation_margin), "pre": pre, "act": out}
         for k, (pre, out) in captured.items()
     }
-
-
-@contextmanager
-def buffers_restored(*modules: nn.Module) -> Iterator[None]:
-    """Run a block and put every buffer of ``modules`` back as it was (a forward pass in training mode updates
-    batch-norm statistics and spectral-norm vectors; a diagnostic probe must not)."""
-    saved = [(buf, buf.detach().clone()) for module in modules for buf in module.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buf, value in saved:
-                buf.copy_(value)
 
 
 def grad_norms(net: nn.Sequential) -> dict[int, torch.Tensor]:

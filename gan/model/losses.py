@@ -30,11 +30,14 @@ class GANLoss:
 
     has_targets = True  # whether real_label (label smoothing) means anything for this loss
     gradient_penalty = False  # whether the loss includes WGAN-GP's penalty on interpolates
+    real_in_g = False  # whether G's loss reads D's scores of the real batch too (relativistic losses)
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """G's loss on D's scores of its samples (and, for a relativistic loss, of the real batch, without a
+        gradient: D is not being trained)."""
         raise NotImplementedError
 
     def d_output(self, logits: torch.Tensor) -> torch.Tensor:
@@ -51,7 +54,7 @@ class NonSaturatingLoss(GANLoss):
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
         return _bce(real_logits, real_label) + _bce(fake_logits, 0.0)
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
         return _bce(fake_logits, 1.0)
 
     def d_output(self, logits: torch.Tensor) -> torch.Tensor:
@@ -65,7 +68,7 @@ class MinimaxLoss(NonSaturatingLoss):
     sigmoid/tanh saturation.
     """
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
         return -_bce(fake_logits, 0.0)
 
 
@@ -75,7 +78,7 @@ class LeastSquaresLoss(GANLoss):
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
         return 0.5 * ((real_logits - real_label).pow(2).mean(1) + fake_logits.pow(2).mean(1))
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
         return 0.5 * (fake_logits - 1.0).pow(2).mean(1)
 
 
@@ -88,7 +91,7 @@ class HingeLoss(GANLoss):
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
         return F.relu(1.0 - real_logits).mean(1) + F.relu(1.0 + fake_logits).mean(1)
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
         return -fake_logits.mean(1)
 
 
@@ -103,8 +106,26 @@ class WassersteinGPLoss(GANLoss):
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
         return fake_logits.mean(1) - real_logits.mean(1)
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
         return -fake_logits.mean(1)
+
+
+class RelativisticPairingLoss(GANLoss):
+    """RpGAN (Jolicoeur-Martineau 2019; the loss of R3GAN, Huang et al. 2024): each real image is paired with one
+    fake of the same batch position, and D is asked to score the real one higher: D minimises
+    E[softplus(-(D(x_i) - D(G(z_i))))], G minimises E[softplus(-(D(G(z_i)) - D(x_i)))] (ln 2 = 0.693 each when
+    D scores both alike). Unlike ns, D's output means nothing alone (logged raw); only the pairs' differences do."""
+
+    has_targets = False
+    real_in_g = True
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: torch.Tensor) -> torch.Tensor:
+        return F.softplus(fake_logits - real_logits).mean(1)
+
+    def g_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+        if real_logits is None:
+            raise ValueError("rpgan's generator loss pairs each fake with a real score: pass real_logits")
+        return F.softplus(real_logits - fake_logits).mean(1)
 
 
 LOSSES: dict[str, type[GANLoss]] = {
@@ -113,6 +134,7 @@ LOSSES: dict[str, type[GANLoss]] = {
     "lsgan": LeastSquaresLoss,
     "hinge": HingeLoss,
     "wgan-gp": WassersteinGPLoss,
+    "rpgan": RelativisticPairingLoss,
 }
 
 
@@ -149,6 +171,7 @@ class MemberLosses:
         self.groups = [(LOSSES[name](), idx) for name, idx in groups.items()]
         self.loss_of = [loss for k in range(len(names)) for loss, idx in self.groups if k in idx]
         self.gradient_penalty = [c.gradient_penalty for c in classes]
+        self.real_in_g = [c.real_in_g for c in classes]
         self._tensors: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
     def _cached(
@@ -185,8 +208,12 @@ class MemberLosses:
         labels = self._cached("real_label", self.real_label, real_logits).unsqueeze(1)
         return self._per_group(lambda loss, i, r, f: loss.d_loss(r, f, labels[i]), real_logits, fake_logits)
 
-    def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
-        return self._per_group(lambda loss, i, f: loss.g_loss(f), fake_logits)
+    def g_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Each member's G loss; ``real_logits`` (D's scores of the real batch, detached) when any member's loss
+        reads them (``real_in_g``)."""
+        if real_logits is None:
+            return self._per_group(lambda loss, i, f: loss.g_loss(f), fake_logits)
+        return self._per_group(lambda loss, i, f, r: loss.g_loss(f, r), fake_logits, real_logits)
 
     def d_output(self, logits: torch.Tensor) -> torch.Tensor:
         """What the lab logs as D(x) / D(G(z)), per member and sample (a probability for the BCE losses)."""
@@ -219,8 +246,10 @@ def wgan_gp_penalty(
     return (grads.norm(2, dim=2) - 1.0).pow(2).mean(1)
 
 
-def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D(real) [K, B], E[||grad D(x)||^2] on real data per member [K]) (Mescheder et al. 2018; the loss adds
-    gamma / 2 times it). D's scores come back too, so the training step scores the real batch once for both."""
-    scores, grads = input_gradients(discriminator, real)
+def squared_gradient_penalty(discriminator: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D(x) [K, B], E[||grad_x D(x)||^2] per member [K]): R1 on real data (Mescheder et al. 2018), R2 on fake
+    samples (R3GAN: Huang et al. 2024); the loss adds gamma / 2 times it. ``x`` is detached first, so the penalty's
+    gradient reaches D's parameters only, never G. D's scores come back too, so the training step scores the
+    batch once for both."""
+    scores, grads = input_gradients(discriminator, x)
     return scores, grads.pow(2).sum(dim=2).mean(1)

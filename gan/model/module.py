@@ -36,7 +36,7 @@ from gan.model.losses import MemberLosses
 from gan.model.networks import Discriminator, Generator
 from gan.model.optim import OPTIMIZERS, StackedOptimizer
 from gan.model.penalties import DiscriminatorPenalties
-from gan.model.population import MemberConstants, member_generators
+from gan.model.population import MemberConstants, buffers_restored, member_generators
 from gan.model.spec import member_data_range, member_hparams, shared_settings
 from gan.model.streams import INIT_STREAM, MemberStreams
 
@@ -103,8 +103,9 @@ class GANModule(L.LightningModule):
         acts = {key: [m[key] for m in members] for key in ("g_act", "g_out_act", "d_act", "d_out_act")}
         params = [m["act_params"] for m in members]
         s = self.shared
+        schemes = [m["init"] for m in members]
         generator = Generator(
-            s["latent_dim"], s["g_hidden"], acts["g_act"], acts["g_out_act"], params, init, s["g_norm"]
+            s["latent_dim"], s["g_hidden"], acts["g_act"], acts["g_out_act"], params, init, s["g_norm"], schemes
         )
         discriminator = Discriminator(
             s["d_hidden"],
@@ -115,6 +116,7 @@ class GANModule(L.LightningModule):
             norm=s["d_norm"],
             spectral_norm=[m["d_spectral_norm"] for m in members],
             minibatch_std_group=s["d_minibatch_std_group"] if s["d_minibatch_std"] else None,
+            init=schemes,
         )
         return generator, discriminator
 
@@ -217,8 +219,7 @@ class GANModule(L.LightningModule):
             with torch.no_grad():
                 fake = self.generator(z[s])
             real_in, fake_in = self.d_input(real), self.d_input(fake)
-            real_logits, penalty = self.penalties(self.discriminator, real_in, fake_in, self.streams)
-            fake_logits = self.discriminator(fake_in)
+            real_logits, fake_logits, penalty = self.penalties(self.discriminator, real_in, fake_in, self.streams)
             d_loss = self.losses.d_loss(real_logits, fake_logits)
             d_total = d_loss if penalty is None else d_loss + penalty
             opt_d.zero_grad(set_to_none=True)
@@ -226,7 +227,8 @@ class GANModule(L.LightningModule):
             opt_d.step()
 
         with frozen(self.discriminator):  # G's update: D's parameters take no gradient
-            g_loss = self.losses.g_loss(self.discriminator(self.d_input(self.generator(z[d_steps]))))
+            real_scores = self._real_scores_for_g(real_in)
+            g_loss = self.losses.g_loss(self.discriminator(self.d_input(self.generator(z[d_steps]))), real_scores)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss.sum())
             opt_g.step()
@@ -245,6 +247,15 @@ class GANModule(L.LightningModule):
             if penalty is not None:
                 scalars["train/d_penalty"] = penalty.detach()
             self._record_step(scalars)
+
+    def _real_scores_for_g(self, real_in: torch.Tensor) -> torch.Tensor | None:
+        """D's scores, after its update, of the last real batch it saw, for a relativistic G loss (rpgan pairs each
+        fake with a real); None when no member's loss reads them. A pure read: no graph, and D's buffers (batch-norm
+        statistics, spectral norm's vectors) are put back, so D stays exactly as its own update left it."""
+        if not any(self.losses.real_in_g):
+            return None
+        with torch.no_grad(), buffers_restored(self.discriminator):
+            return self.discriminator(real_in)
 
     def update_generator_ema(self) -> None:
         if self._ema_started is None:  # one host read per fit, not one per update

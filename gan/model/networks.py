@@ -21,6 +21,7 @@ from torch import nn
 
 from gan.errors import ConfigError
 from gan.images import IMAGE_DIM
+from gan.model.init import layer_gain
 from gan.model.population import NORMS, MemberActivation, MinibatchStd, StackedLinear
 
 
@@ -48,6 +49,7 @@ def mlp(
     before_out: nn.Module | None = None,
     extra_out_features: int = 0,
     spectral_norm: Sequence[bool] | None = None,
+    init: Sequence[str] | None = None,
 ) -> nn.Sequential:
     """Stacked linear layers ``sizes[0] -> ... -> sizes[-1]``; each member's hidden activation after each hidden
     one, its output activation last.
@@ -55,21 +57,28 @@ def mlp(
     Layers are named ``fc1, [norm1,] act1, fc2, ..., [mbstd,] out, out_act`` so that diagnostics can find hidden
     layer K. ``norm`` adds a normalization layer between each hidden linear layer and its activation;
     ``before_out`` (adding ``extra_out_features`` inputs) goes right before the output layer. ``where`` names the
-    two config keys (hidden, output) for error messages. Initial weights come from each member's generator.
+    two config keys (hidden, output) for error messages. Initial weights come from each member's generator, scaled
+    by its ``init`` scheme (``gan.model.init``: the first layer for its raw input, every later one for the hidden
+    activation that feeds it).
     """
     members = len(generators)
     make_norm = NORMS[norm]
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     hidden_params = [p.get(a) for a, p in zip(hidden_acts, act_params, strict=True)]
     out_params = [p.get(a) for a, p in zip(out_acts, act_params, strict=True)]
+    schemes = list(init or ["default"] * members)
+    first_gains = [layer_gain(s, None) for s in schemes]
+    later_gains = [layer_gain(s, a, p) for s, a, p in zip(schemes, hidden_acts, hidden_params, strict=True)]
     for k in range(len(sizes) - 2):
-        layers[f"fc{k + 1}"] = StackedLinear(sizes[k], sizes[k + 1], generators, spectral_norm)
+        gains = first_gains if k == 0 else later_gains
+        layers[f"fc{k + 1}"] = StackedLinear(sizes[k], sizes[k + 1], generators, spectral_norm, gains)
         if make_norm is not None:
             layers[f"norm{k + 1}"] = make_norm(members, sizes[k + 1])
         layers[f"act{k + 1}"] = MemberActivation(hidden_acts, hidden_params, where[0])
     if before_out is not None:
         layers["mbstd"] = before_out
-    layers["out"] = StackedLinear(sizes[-2] + extra_out_features, sizes[-1], generators, spectral_norm)
+    out_gains = first_gains if len(sizes) == 2 else later_gains
+    layers["out"] = StackedLinear(sizes[-2] + extra_out_features, sizes[-1], generators, spectral_norm, out_gains)
     layers["out_act"] = MemberActivation(out_acts, out_params, where[1])
     return nn.Sequential(layers)
 
@@ -86,6 +95,7 @@ class Generator(nn.Module):
         act_params: Sequence[Mapping[str, Mapping[str, Any]]],
         generators: Sequence[torch.Generator],
         norm: str = "none",
+        init: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         check_norm(norm, "model.g_norm")
@@ -98,6 +108,7 @@ class Generator(nn.Module):
             ("model.g_act", "model.g_out_act"),
             generators,
             norm,
+            init=init,
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -122,6 +133,7 @@ class Discriminator(nn.Module):
         norm: str = "none",
         spectral_norm: Sequence[bool] | None = None,
         minibatch_std_group: int | None = None,
+        init: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         check_norm(norm, "model.d_norm")
@@ -139,6 +151,7 @@ class Discriminator(nn.Module):
             before_out=mbstd,
             extra_out_features=1 if mbstd is not None else 0,
             spectral_norm=spectral_norm,
+            init=init,
         )
 
     def linear_layers(self) -> list[StackedLinear]:

@@ -1,7 +1,7 @@
-"""The gradient penalties added to D's loss, per member: R1 on real data (any loss) and WGAN-GP's on real/fake
-interpolates. A penalty is computed for all members when any member has it, weighted 0 for the others, so their
-losses and gradients are what they are alone; WGAN-GP's interpolates are drawn only by the members that use it,
-and only their spectral-norm vectors take the extra forward pass's power iteration."""
+"""The gradient penalties added to D's loss, per member: R1 on real data and R2 on fake samples (any loss),
+and WGAN-GP's on real/fake interpolates. A penalty is computed for all members when any member has it, weighted 0
+for the others, so their losses and gradients are what they are alone; WGAN-GP's interpolates are drawn only by the
+members that use it, and only their spectral-norm vectors take the extra forward pass's power iteration."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from gan.model.losses import MemberLosses, r1_penalty, wgan_gp_penalty
+from gan.model.losses import MemberLosses, squared_gradient_penalty, wgan_gp_penalty
 from gan.model.networks import Discriminator
 from gan.model.population import MemberConstants
 from gan.model.streams import MemberStreams
@@ -31,28 +31,26 @@ def spectral_norm_updates(discriminator: Discriminator, mask: torch.Tensor) -> I
 
 
 class DiscriminatorPenalties:
-    """Which members add which penalty (fixed for the run) and the penalised scores of a real batch."""
+    """Which members add which penalty (fixed for the run), and D's penalised scores of a real and a fake batch."""
 
     def __init__(self, members: Sequence[Mapping[str, Any]], losses: MemberLosses, constants: MemberConstants) -> None:
         self.members = len(members)
         self.constants = constants
         self.r1_weights = [m["r1_weight"] for m in members]
+        self.r2_weights = [m["r2_weight"] for m in members]
         self.gp_members = [k for k, m in enumerate(members) if losses.gradient_penalty[k] and m["gp_weight"] > 0]
         self.gp_weights = [m["gp_weight"] if k in self.gp_members else 0.0 for k, m in enumerate(members)]
 
     def penalised(self, member: int) -> bool:
-        return self.r1_weights[member] > 0 or member in self.gp_members
+        return self.r1_weights[member] > 0 or self.r2_weights[member] > 0 or member in self.gp_members
 
     def __call__(
         self, discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor, streams: MemberStreams
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(D's scores of ``real`` [K, B], the penalties to add to D's loss [K], or None without any)."""
-        penalty = None
-        if any(w > 0 for w in self.r1_weights):
-            real_logits, r1 = r1_penalty(discriminator, real)
-            penalty = 0.5 * self.constants("r1_weight", self.r1_weights, r1) * r1
-        else:
-            real_logits = discriminator(real)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(D's scores of ``real`` [K, B], of ``fake`` [K, B], the penalties to add to D's loss [K] or None without
+        any). D scores the real batch, then WGAN-GP's interpolates, then the fake batch: a fixed order, since each
+        training-mode pass advances spectral norm's power iteration."""
+        real_logits, penalty = self._squared("r1_weight", self.r1_weights, discriminator, real)
         gp_members = self.gp_members
         if gp_members:
             eps = torch.ones(real.shape[:2] + (1,), device=real.device, dtype=real.dtype)
@@ -67,4 +65,16 @@ class DiscriminatorPenalties:
                 gp = wgan_gp_penalty(discriminator, real, fake, eps)
             gp = self.constants("gp_weight", self.gp_weights, gp) * gp
             penalty = gp if penalty is None else penalty + gp
-        return real_logits, penalty
+        fake_logits, r2 = self._squared("r2_weight", self.r2_weights, discriminator, fake)
+        if r2 is not None:
+            penalty = r2 if penalty is None else penalty + r2
+        return real_logits, fake_logits, penalty
+
+    def _squared(
+        self, name: str, weights: Sequence[float], discriminator: Discriminator, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(D(x), gamma / 2 E||grad D(x)||^2 per member, or None when no member has this penalty)."""
+        if not any(w > 0 for w in weights):
+            return discriminator(x), None
+        scores, squared = squared_gradient_penalty(discriminator, x)
+        return scores, 0.5 * self.constants(name, weights, squared) * squared

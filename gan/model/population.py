@@ -17,7 +17,8 @@ become NaN leaves the others alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from torch import nn
 
 from gan.errors import ConfigError
 from gan.model.activations import build_activation
+from gan.model.init import rescale_
 
 
 def member_generators(seeds: Sequence[int], salt: int) -> list[torch.Generator]:
@@ -83,8 +85,9 @@ class StackedLinear(nn.Module):
     """K linear layers ``in -> out``: ``weight`` [K, in, out], ``bias`` [K, out]; input [K, B, in].
 
     Each member's initial values are drawn as ``nn.Linear`` draws them (uniform within 1/sqrt(in)) from that
-    member's own generator. With ``spectral_norm`` (a per-member switch) the weight of the members that have it is
-    divided by its largest singular value, estimated by one power iteration per forward pass in training mode
+    member's own generator, then rescaled by its ``gains`` entry when it has one (``gan.model.init``). With
+    ``spectral_norm`` (a per-member switch) the weight of the members that have it is divided by its largest
+    singular value, estimated by one power iteration per forward pass in training mode
     (Miyato et al. 2018, as torch's ``spectral_norm`` parametrization does); ``sn_u`` [K, out] and ``sn_v``
     [K, in] are kept for every member, and stay untouched for a member without it.
     """
@@ -95,16 +98,20 @@ class StackedLinear(nn.Module):
         out_features: int,
         generators: Sequence[torch.Generator],
         spectral_norm: Sequence[bool] | None = None,
+        gains: Sequence[float | None] | None = None,
     ) -> None:
         super().__init__()
         members = len(generators)
+        gains = list(gains) if gains is not None else [None] * members
         self.in_features, self.out_features = int(in_features), int(out_features)
         bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
         weights, biases = [], []
-        for gen in generators:
-            w = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=gen)
-            weights.append(w.t().contiguous())
-            biases.append(torch.empty(out_features).uniform_(-bound, bound, generator=gen))
+        for gen, gain in zip(generators, gains, strict=True):
+            w = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=gen).t().contiguous()
+            b = torch.empty(out_features).uniform_(-bound, bound, generator=gen)
+            rescale_(w, b, gain)
+            weights.append(w)
+            biases.append(b)
         self.weight = nn.Parameter(torch.stack(weights))
         self.bias = nn.Parameter(torch.stack(biases))
         sn = [bool(s) for s in (spectral_norm or [False] * members)]
@@ -313,3 +320,16 @@ def member_groups(values: Sequence[Any], skip: Any = None) -> list[tuple[Any, li
         if value != skip:
             groups.setdefault(value, []).append(k)
     return list(groups.items())
+
+
+@contextmanager
+def buffers_restored(*modules: nn.Module) -> Iterator[None]:
+    """Run a block and put every buffer of ``modules`` back as it was (a forward pass in training mode updates
+    batch-norm statistics and spectral-norm vectors; a diagnostic probe must not)."""
+    saved = [(buf, buf.detach().clone()) for module in modules for buf in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)

@@ -25,6 +25,7 @@ import torch
 from gan.errors import ConfigError
 from gan.model.activations import ACTIVATION_NAMES, check_activation, data_range
 from gan.model.augment import parse_policy
+from gan.model.init import check_init
 from gan.model.losses import check_loss
 from gan.model.networks import check_minibatch_std_group, check_norm
 from gan.model.optim import OPTIMIZERS
@@ -77,7 +78,8 @@ class MemberSpec:
     loss: str = setting(
         "ns",
         False,
-        "`ns` non-saturating, `minimax` the saturating original, `lsgan` least squares, `hinge`, `wgan-gp`",
+        "`ns` non-saturating, `minimax` the saturating original, `lsgan` least squares, `hinge`, `wgan-gp`, "
+        "`rpgan` relativistic pairing (R3GAN's)",
     )
     d_steps: int = setting(1, True, "discriminator updates per generator update, each on its own batch (WGAN-GP: 5)")
     optimizer_g: Dict[str, Any] = setting(
@@ -91,6 +93,7 @@ class MemberSpec:
     fixed_noise_seed: int = setting(0, False, "seed of the fixed noise", config_default="${seed}")
     gp_weight: float = setting(10.0, False, "`wgan-gp`: weight of the gradient penalty on real/fake interpolates")
     r1_weight: float = setting(0.0, False, "R1 penalty gamma on real data, with any loss (0: off)")
+    r2_weight: float = setting(0.0, False, "R2 penalty gamma on fake samples (through D only), with any loss (0: off)")
     d_spectral_norm: bool = setting(False, False, "spectral normalization of every linear layer of D")
     g_norm: str = setting("none", True, "`none`, `batch` or `layer` normalization in G's hidden layers")
     d_norm: str = setting("none", True, "`none`, `batch` or `layer` in D's hidden layers (`wgan-gp` refuses batch)")
@@ -103,6 +106,12 @@ class MemberSpec:
     d_minibatch_std_group: int = setting(4, True, "samples per group of that feature")
     g_ema: bool = setting(False, True, "exponential moving average of G's weights, used for samples and metrics")
     g_ema_decay: float = setting(0.999, False, "the average's decay per iteration")
+    init: str = setting(
+        "default",
+        False,
+        "initial weights: `default` (PyTorch's nn.Linear draw, whatever the activation) or `variance_preserving` "
+        "(each layer scaled by 1/sqrt(E[f(x)^2]) for the activation f feeding it, biases 0; `gan/model/init.py`)",
+    )
     seed: int = setting(0, False, "seeds the member's weights and random streams", key="seed")
     augment: Any = setting(
         "none",
@@ -234,6 +243,7 @@ def member_hparams(**settings: Any) -> dict[str, Any]:
     m = {name: _plain(settings[name]) if name in settings else default(name) for name in SPEC_FIELDS}
     m["act_params"] = {k: dict(v or {}) for k, v in (m["act_params"] or {}).items()}
     _check_activations(m)
+    check_init(m["init"])
     check_norm(m["g_norm"], "model.g_norm")
     check_norm(m["d_norm"], "model.d_norm")
     if int(m["d_steps"]) < 1:
@@ -250,6 +260,7 @@ def member_hparams(**settings: Any) -> dict[str, Any]:
     check_loss(m["loss"], m["label_smoothing"])
     _check_range("gp_weight", m["gp_weight"], 0.0, math.inf, "the WGAN-GP penalty weight lambda; 10 is usual")
     _check_range("r1_weight", m["r1_weight"], 0.0, math.inf, "R1's gamma; 0 = off, 1 to 10 are usual on MNIST")
+    _check_range("r2_weight", m["r2_weight"], 0.0, math.inf, "R2's gamma; 0 = off, R3GAN sets it equal to R1's")
     _check_range("instance_noise", m["instance_noise"], 0.0, math.inf, "initial noise std; 0 = off, 0.1 is usual")
     if m["instance_noise_iters"] is not None and int(m["instance_noise_iters"]) < 1:
         raise ConfigError(

@@ -32,8 +32,8 @@ import lightning as L
 import torch
 
 from gan.errors import check_count, check_fraction
-from gan.eval.probes import buffers_restored, grad_norms, jacobian_conditioning, probe, summarize
-from gan.model.population import member_generators
+from gan.eval.probes import grad_norms, jacobian_conditioning, probe, summarize
+from gan.model.population import buffers_restored, member_generators
 from gan.runs.callbacks import MemberCallback, Population
 
 DIAGNOSTICS_STREAM = 3  # salt of each member's probe-noise stream

@@ -32,6 +32,7 @@ from gan.runs.checkpoints import read_checkpoint
 from gan.runs.packing import DATAMODULE_KEY
 from gan.runs.rundir import LAST_CHECKPOINT, RunResults, check_run_dir
 from gan.runs.schema import TrainConfig, check_schema
+from gan.runs.tuning import check_job as check_tuning_job
 
 # What a resumed run keeps from its checkpoint: what the run is (its model, the data it trains on and how D sees
 # it), not where or how long it runs. Compared key by key with the checkpoint's composed config.
@@ -301,6 +302,7 @@ def prepare(cfg: DictConfig, job: JobState = PLAIN_RUN) -> MemberPlan:
     """Check one job's config (every value, once, before anything is written) and settle how it resumes. ``job``
     is what the entry point read of Hydra's job (``JobState.from_hydra``); a plain single run without it."""
     check_schema(cfg)
+    check_tuning_job(cfg)
     for key in SEED_KEYS:
         check_count(key, OmegaConf.select(cfg, key), 0, "random seeds are integers from 0 to 2**32 - 1")
     resume_from, done = _study_resume(cfg, job)

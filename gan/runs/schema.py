@@ -19,14 +19,16 @@ import hashlib
 import re
 from dataclasses import MISSING, dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import SI, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gan.errors import ConfigError
+from gan.model.init import INIT_SCHEMES
 from gan.model.spec import SPEC_FIELDS, SPEC_TYPES, config_key
+from gan.runs.tuning import register_resolvers
 
 SCHEMA_NAME = "train_schema"
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -93,6 +95,21 @@ class DiagConfig:
 
 
 @dataclass
+class TuningConfig:
+    """``tuning.*``: the equal-budget draws of a tuning study (``gan.runs.tuning``)."""
+
+    draw: Optional[int] = None
+    draws: int = 8
+    seed: int = 0
+    lr_g: List[float] = field(default_factory=lambda: [2.0e-5, 2.0e-3])
+    lr_d: List[float] = field(default_factory=lambda: [2.0e-5, 2.0e-3])
+    beta1: List[float] = field(default_factory=lambda: [0.0, 0.5])
+    init: List[str] = field(default_factory=lambda: list(INIT_SCHEMES))
+    loss: Optional[List[str]] = None
+    best_from: Optional[str] = None
+
+
+@dataclass
 class TrainConfig:
     """The whole of ``gan.train``'s config."""
 
@@ -100,6 +117,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     diag: DiagConfig = field(default_factory=DiagConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     trainer: Dict[str, Any] = field(default_factory=dict)
     logger: Optional[Dict[str, Any]] = None
     callbacks: Dict[str, Any] = field(default_factory=dict)
@@ -151,9 +169,10 @@ def check_schema(cfg: DictConfig) -> None:
 
 
 def register() -> None:
-    """Put the schema where ``conf/train.yaml``'s defaults find it, and the resolver its sweep folder names use
-    (idempotent)."""
+    """Put the schema where ``conf/train.yaml``'s defaults find it, and the resolvers its sweep folder names and
+    tuning studies use (idempotent)."""
     ConfigStore.instance().store(name=SCHEMA_NAME, node=TrainConfig)
+    register_resolvers()
     if not OmegaConf.has_resolver("safe_dirname"):
         OmegaConf.register_new_resolver("safe_dirname", safe_dirname)
 

@@ -1,6 +1,6 @@
 """A finished (or still running) sweep as the report reads it: its job folders, each a ``Run`` with its overrides,
-its results record, the label of its configuration (the overrides that vary, seed aside), its collapse verdicts
-and its mechanism measures."""
+its results record, the label of its configuration (the overrides that vary, seed and tuning draw aside), its
+collapse verdicts and its mechanism measures."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ from omegaconf import OmegaConf
 from gan.eval.metrics import collapse_verdict
 from gan.runs.rundir import RESULTS_NAME, RunResults
 
-UNREADABLE = "(overrides unreadable)"  # the level of every factor for a run whose overrides.yaml is damaged
+UNREADABLE = "(overrides unreadable)"
+# Overrides that tell a configuration's runs apart rather than configurations: the seed, and a tuning study's draw
+# (the draws of one configuration are its runs, as seeds are: gan.study.tuning reads them).
+NOT_CONFIGURATION = ("seed", "tuning.draw")  # the level of every factor for a run whose overrides.yaml is damaged
 
 
 @dataclass
@@ -116,7 +119,7 @@ def find_runs(sweep: Path) -> list[Run]:
         runs.append(Run(job, overrides, results, problem=None if problem == "no results.json" else problem))
     # what varies, over the runs whose overrides could be read (a damaged one would make every key look varied)
     readable = [r for r in runs if r.path not in damaged]
-    keys = sorted({k for r in readable for k in r.overrides if k != "seed"})
+    keys = sorted({k for r in readable for k in r.overrides if k not in NOT_CONFIGURATION})
     varying = [k for k in keys if len({r.overrides.get(k) for r in readable}) > 1]
     for run in runs:
         fallback = UNREADABLE if run.path in damaged else "(default)"

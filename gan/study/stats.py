@@ -87,13 +87,79 @@ def overlaps(first: tuple[float, float], second: tuple[float, float]) -> bool:
     return first[0] <= second[1] and second[0] <= first[1]
 
 
-def rank_correlation(x: Sequence[float | None], y: Sequence[float | None]) -> tuple[float, float, int]:
-    """(Spearman's rho, its two-sided p-value, pairs used) over the pairs where both values are finite; nan for
+def _paired_statistic(test, x: Sequence[float | None], y: Sequence[float | None]) -> tuple[float, float, int]:
+    """(``test``'s statistic, its two-sided p-value, pairs used) over the pairs where both values are finite; nan for
     fewer than 3 pairs or a constant side."""
-    from scipy.stats import spearmanr
-
     pairs = [(float(a), float(b)) for a, b in zip(x, y, strict=True) if _finite([a]) and _finite([b])]
     if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
         return math.nan, math.nan, len(pairs)
-    result = spearmanr([a for a, _ in pairs], [b for _, b in pairs])
+    result = test([a for a, _ in pairs], [b for _, b in pairs])
     return float(result.statistic), float(result.pvalue), len(pairs)
+
+
+def rank_correlation(x: Sequence[float | None], y: Sequence[float | None]) -> tuple[float, float, int]:
+    """(Spearman's rho, its two-sided p-value, pairs used) over the pairs where both values are finite."""
+    from scipy.stats import spearmanr
+
+    return _paired_statistic(spearmanr, x, y)
+
+
+def expected_best(values: Sequence[float], n: int) -> float:
+    """The expected lowest of ``n`` of the ``values`` drawn at random without replacement: the expected best
+    score after trying n of the k observed settings (Dodge et al. 2019's "expected validation performance"; their
+    formula draws with replacement, which overstates the best for n near k; without replacement it is exact: at
+    n = k the best observed, at n = 1 the mean). Sorted ascending, v_(i) is the lowest of a random n-subset with
+    probability C(k - i, n - 1) / C(k, n). ``inf`` marks a draw without a score (diverged): the expectation is inf
+    when such draws can fill the whole subset."""
+    ordered = sorted(float(v) for v in values)
+    k = len(ordered)
+    if not 1 <= n <= k:
+        raise ValueError(f"n must be in 1..{k}, got {n}")
+    total = 0.0
+    for i, value in enumerate(ordered, start=1):
+        if k - i < n - 1:  # too few larger values left for v_(i) to be a subset's lowest
+            break
+        if math.isinf(value):
+            return math.inf
+        total += math.comb(k - i, n - 1) / math.comb(k, n) * value
+    return total
+
+
+def expected_best_curve(values: Sequence[float]) -> list[float]:
+    """``expected_best`` for n = 1..k."""
+    return [expected_best(values, n) for n in range(1, len(values) + 1)]
+
+
+def budget_band(
+    values: Sequence[float], level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> list[tuple[float, float]]:
+    """Percentile bootstrap band of the expected-best curve, per n: the k scores resampled with replacement and
+    the curve recomputed (a band of order statistics, so inf stays inf rather than becoming nan)."""
+    rng = np.random.default_rng(seed)
+    data = np.asarray([float(v) for v in values])
+    curves = np.array([expected_best_curve(rng.choice(data, size=data.size, replace=True)) for _ in range(resamples)])
+    tail = 100 * (1 - level) / 2
+    low = np.percentile(curves, tail, axis=0, method="lower")
+    high = np.percentile(curves, 100 - tail, axis=0, method="higher")
+    return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
+
+
+def proportion_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (sound at 0 or all successes, unlike the normal approximation);
+    (nan, nan) without trials."""
+    if trials == 0:
+        return math.nan, math.nan
+    from scipy.stats import norm
+
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rank_agreement(x: Sequence[float | None], y: Sequence[float | None]) -> tuple[float, float, int]:
+    """(Kendall's tau-b, its two-sided p-value, pairs used) over the pairs where both values are finite."""
+    from scipy.stats import kendalltau
+
+    return _paired_statistic(kendalltau, x, y)

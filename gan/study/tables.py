@@ -315,7 +315,10 @@ def write_markdown(
     plots: Sequence[str],
     mechanism: dict[str, tuple[float, float, int]] | None = None,
     effects: dict[str, FactorEffect] | None = None,
+    extra: Sequence[str] = (),
 ) -> str:
+    """report.md: the configurations' table, then the factors' main effects, the mechanism, ``extra`` sections
+    (a tuning study's), the runs that did not finish, and the figures."""
     statuses: dict[str, int] = defaultdict(int)
     for run in runs:
         statuses[run.status] += 1
@@ -363,6 +366,7 @@ def write_markdown(
         lines += _effect_lines(effects)
     if mechanism:
         lines += _mechanism_lines(mechanism)
+    lines += list(extra)
     lines += _status_lines(sweep, runs)
     lines += [""] + [f"![{p}]({p})" for p in plots]
     text = "\n".join(lines) + "\n"

@@ -7,8 +7,16 @@ import torch
 from torch import nn
 
 from gan.errors import ConfigError
-from gan.model.losses import LOSSES, MemberLosses, check_loss, input_gradients, r1_penalty, wgan_gp_penalty
-from gan.model.population import StackedLinear
+from gan.model.losses import (
+    LOSSES,
+    MemberLosses,
+    check_loss,
+    input_gradients,
+    squared_gradient_penalty,
+    wgan_gp_penalty,
+)
+from gan.model.penalties import DiscriminatorPenalties
+from gan.model.population import MemberConstants, StackedLinear
 from tests.helpers import gens
 
 REAL = torch.tensor([[2.0, -1.0, 0.5]])
@@ -62,7 +70,7 @@ def test_lsgan_matches_its_formula():
 def test_losses_stay_finite_on_extreme_logits(name):
     loss = LOSSES[name]()
     big = torch.tensor([[-200.0, 200.0]], requires_grad=True)
-    total = loss.d_loss(big, big, ONE) + loss.g_loss(big)
+    total = loss.d_loss(big, big.flip(1), ONE) + loss.g_loss(big, big.flip(1))
     total.sum().backward()
     assert torch.isfinite(total).all() and torch.isfinite(big.grad).all()
 
@@ -84,19 +92,20 @@ def test_unknown_loss_lists_the_valid_ones():
 
 
 def test_member_losses_give_each_member_exactly_its_own_loss():
-    names = ["ns", "hinge", "lsgan", "ns", "wgan-gp", "minimax"]
-    smoothing = [0.1, 0.0, 0.2, 0.0, 0.0, 0.0]
+    names = ["ns", "hinge", "lsgan", "ns", "wgan-gp", "minimax", "rpgan"]
+    smoothing = [0.1, 0.0, 0.2, 0.0, 0.0, 0.0, 0.0]
     losses = MemberLosses(names, smoothing)
-    real, fake = torch.randn(6, 7), torch.randn(6, 7)
-    d, g, out = losses.d_loss(real, fake), losses.g_loss(fake), losses.d_output(real)
-    assert d.shape == g.shape == (6,) and out.shape == (6, 7)
+    real, fake = torch.randn(7, 7), torch.randn(7, 7)
+    d, g, out = losses.d_loss(real, fake), losses.g_loss(fake, real), losses.d_output(real)
+    assert d.shape == g.shape == (7,) and out.shape == (7, 7)
     for k, (name, s) in enumerate(zip(names, smoothing, strict=True)):
         alone = LOSSES[name]()
         label = torch.tensor([[1.0 - s]])
         assert d[k] == alone.d_loss(real[k : k + 1], fake[k : k + 1], label)[0], name
-        assert g[k] == alone.g_loss(fake[k : k + 1])[0], name
+        assert g[k] == alone.g_loss(fake[k : k + 1], real[k : k + 1])[0], name
         assert torch.equal(out[k], alone.d_output(real[k : k + 1])[0]), name
-    assert losses.gradient_penalty == [False, False, False, False, True, False]
+    assert losses.gradient_penalty == [False, False, False, False, True, False, False]
+    assert losses.real_in_g == [False] * 6 + [True]
     with pytest.raises(ConfigError, match="does not apply to model.loss='hinge'"):
         MemberLosses(["ns", "hinge"], [0.1, 0.1])
 
@@ -139,7 +148,7 @@ def test_lsgan_label_smoothing_moves_the_real_target():
     )
 
 
-@pytest.mark.parametrize("name", ["hinge", "wgan-gp"])
+@pytest.mark.parametrize("name", ["hinge", "wgan-gp", "rpgan"])
 def test_label_smoothing_is_refused_where_there_are_no_targets(name):
     with pytest.raises(ConfigError, match=rf"label_smoothing=0.1 does not apply to model.loss='{name}'.*ns, minimax"):
         check_loss(name, 0.1)
@@ -147,10 +156,38 @@ def test_label_smoothing_is_refused_where_there_are_no_targets(name):
         check_loss("ns", 1.5)
 
 
-def test_unknown_loss_names_all_five():
-    with pytest.raises(ConfigError, match="'wgan'.*ns, minimax, lsgan, hinge, wgan-gp"):
+def test_unknown_loss_names_all_six():
+    with pytest.raises(ConfigError, match="'wgan'.*ns, minimax, lsgan, hinge, wgan-gp, rpgan"):
         check_loss("wgan")
-    assert set(LOSSES) == {"ns", "minimax", "lsgan", "hinge", "wgan-gp"}
+    assert set(LOSSES) == {"ns", "minimax", "lsgan", "hinge", "wgan-gp", "rpgan"}
+
+
+def test_rpgan_matches_its_closed_form_pair_by_pair():
+    """D: mean_i log(1 + exp(-(r_i - f_i))); G: mean_i log(1 + exp(-(f_i - r_i))): real i paired with fake i."""
+    loss = LOSSES["rpgan"]()
+    real, fake = torch.tensor([[2.0, -1.0, 0.5, 0.0]]), torch.tensor([[-3.0, 0.0, 1.5, 0.0]])
+    pairs = list(zip(real[0].tolist(), fake[0].tolist(), strict=True))
+    d = sum(math.log1p(math.exp(-(r - f))) for r, f in pairs) / 4
+    g = sum(math.log1p(math.exp(-(f - r))) for r, f in pairs) / 4
+    assert loss.d_loss(real, fake, ONE).item() == pytest.approx(d, rel=1e-6)
+    assert loss.g_loss(fake, real).item() == pytest.approx(g, rel=1e-6)
+    # D scoring both alike: ln 2 each; the pairing matters (shuffling the fakes changes the loss)
+    assert loss.d_loss(real, real, ONE).item() == pytest.approx(math.log(2))
+    assert loss.d_loss(real, fake.flip(1), ONE).item() != pytest.approx(d, rel=1e-3)
+    with pytest.raises(ValueError, match="real_logits"):
+        loss.g_loss(fake)
+
+
+def test_rpgan_gradients_match_autograd_of_the_written_out_loss():
+    """d/df of G's loss is -sigmoid(r - f) / B per pair, and the real scores take no part in G's gradient."""
+    real, fake = torch.randn(2, 5), torch.randn(2, 5, requires_grad=True)
+    LOSSES["rpgan"]().g_loss(fake, real).sum().backward()
+    assert torch.allclose(fake.grad, -torch.sigmoid(real - fake.detach()) / 5, atol=1e-7)
+    real = real.requires_grad_(True)
+    fake.grad = None
+    LOSSES["rpgan"]().d_loss(real, fake, ONE).sum().backward()
+    assert torch.allclose(real.grad, -torch.sigmoid(fake.detach() - real.detach()) / 5, atol=1e-7)
+    assert torch.allclose(fake.grad, -real.grad)
 
 
 class LinearCritic(nn.Module):
@@ -173,9 +210,47 @@ def test_penalties_of_a_linear_critic_are_known_in_closed_form():
     real, fake = torch.randn(2, 8, 6), torch.randn(2, 8, 6)
     gp = wgan_gp_penalty(critic, real, fake, torch.rand(2, 8, 1))
     assert gp.tolist() == pytest.approx([4.0, 0.25], rel=1e-5)
-    scores, r1 = r1_penalty(critic, real)
+    scores, r1 = squared_gradient_penalty(critic, real)
     assert r1.tolist() == pytest.approx([9.0, 0.25], rel=1e-5)
     assert scores.shape == (2, 8) and torch.allclose(scores, critic(real))
+
+
+def test_r1_and_r2_of_a_linear_critic_in_closed_form_per_member():
+    """DiscriminatorPenalties: R1 gamma1/2 |w|^2 on reals plus R2 gamma2/2 |w|^2 on fakes, each member its own
+    gammas (0: off), and the scores it returns are the critic's."""
+    critic = LinearCritic([3.0, 0.5, 2.0])
+    members = [
+        {"r1_weight": 10.0, "r2_weight": 0.0, "gp_weight": 10.0},
+        {"r1_weight": 1.0, "r2_weight": 4.0, "gp_weight": 10.0},
+        {"r1_weight": 0.0, "r2_weight": 2.0, "gp_weight": 10.0},
+    ]
+    penalties = DiscriminatorPenalties(members, MemberLosses(["ns", "rpgan", "hinge"], [0.0] * 3), MemberConstants())
+    real, fake = torch.randn(3, 8, 6), torch.randn(3, 8, 6)
+    real_scores, fake_scores, penalty = penalties(critic, real, fake, streams=None)
+    expected = [10 / 2 * 9.0, 1 / 2 * 0.25 + 4 / 2 * 0.25, 2 / 2 * 4.0]
+    assert penalty.tolist() == pytest.approx(expected, rel=1e-5)
+    assert torch.allclose(real_scores, critic(real)) and torch.allclose(fake_scores, critic(fake))
+    assert [penalties.penalised(k) for k in range(3)] == [True, True, True]
+
+
+def test_r2_reaches_d_only_and_matches_a_per_sample_loop():
+    """R2 on fakes: the mean over samples of |dD/dx_i|^2 (a per-sample loop), its gradient flows into D's weights,
+    and none into G's samples (they are detached: the penalty regularises D alone)."""
+    critic = nn.Sequential(StackedLinear(6, 16, gens(0)), nn.Tanh(), StackedLinear(16, 1, gens(2)))
+    fake = torch.randn(1, 5, 6, requires_grad=True)  # as if G made it
+    penalties = DiscriminatorPenalties(
+        [{"r1_weight": 0.0, "r2_weight": 2.0, "gp_weight": 10.0}], MemberLosses(["ns"], [0.0]), MemberConstants()
+    )
+    _, _, penalty = penalties(lambda x: critic(x).squeeze(2), torch.randn(1, 5, 6), fake, streams=None)
+    expected = []
+    for i in range(5):
+        x = fake[0, i].detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(critic(x.view(1, 1, 6)).sum(), x)
+        expected.append(g.pow(2).sum())
+    assert penalty.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+    penalty.sum().backward()
+    assert fake.grad is None
+    assert critic[0].weight.grad is not None and critic[0].weight.grad.abs().sum() > 0
 
 
 def test_gradient_penalty_uses_each_samples_own_gradient_at_its_interpolate():

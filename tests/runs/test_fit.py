@@ -230,6 +230,7 @@ SWITCHES = {
     "loss=lsgan+label_smoothing": ["model.loss=lsgan", "model.label_smoothing=0.1"],
     "train_size": ["data.train_size=100"],
     "augment=cutout": ["data.augment=cutout"],
+    "init=variance_preserving": ["model.init=variance_preserving"],
 }
 
 
@@ -319,6 +320,20 @@ def test_r1_update_under_manual_optimization_matches_the_closed_form(tiny_mnist)
     grad = ((torch.sigmoid(s_r) - 1).unsqueeze(1) * real).mean(0) + (torch.sigmoid(s_f).unsqueeze(1) * fake).mean(0)
     grad = grad + 4.0 * w0
     assert torch.allclose(module.discriminator.net.out.weight.view(-1), w0 - 0.1 * grad, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_rpgan_with_r2_update_under_manual_optimization_matches_the_closed_form(tiny_mnist):
+    """rpgan + R2 (gamma 4) on a linear D: D's gradient is mean(sigma(s_f - s_r) (x_f - x_r)) + gamma w (R2's
+    gradient of gamma / 2 |w|^2); G's step then reads D's scores of the same real batch (D's fourth input, after
+    its update: the same images as its first), without changing D."""
+    module, seen, w0, b0 = _linear_critic_step(tiny_mnist, loss="rpgan", r2_weight=4.0)
+    real, fake, rescored = seen[:3]
+    s_r, s_f = real @ w0 + b0, fake @ w0 + b0
+    grad = (torch.sigmoid(s_f - s_r).unsqueeze(1) * (fake - real)).mean(0) + 4.0 * w0
+    w1 = module.discriminator.net.out.weight.view(-1)
+    assert torch.allclose(w1, w0 - 0.1 * grad, atol=1e-5)
+    assert torch.equal(rescored, real) and len(seen) == 4  # real, fake (R2's pass), real again for G, G's fake
 
 
 KITCHEN_SINK = [

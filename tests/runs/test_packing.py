@@ -42,6 +42,14 @@ MIXED = {
         "model.act_params.leaky_relu.negative_slope=0.1",
     ],
     "minimax_identity_out": ["seed=5", "model.loss=minimax", "model.g_act=gelu", "model.d_out_act=tanh"],
+    "rpgan_r2_variance_preserving": [
+        "seed=6",
+        "model.loss=rpgan",
+        "model.r2_weight=2.0",
+        "model.init=variance_preserving",
+        "model.g_act=silu",
+        "model.optimizer_g.betas=[0.0,0.99]",
+    ],
 }
 # Members with every stability switch (the pack shares batch norm in G, layer norm in D, minibatch std and EMA).
 SHARED_TRICKS = ["model.g_norm=batch", "model.d_norm=layer", "model.d_minibatch_std=true", "model.g_ema=true"]
@@ -55,6 +63,7 @@ TRICKS = {
         "model.g_ema_decay=0.5",
     ],
     "plain_with_tricks": ["seed=3", "model.d_act=tanh"],
+    "r3gan_spectral_norm": ["seed=4", "stability=r3gan", "model.d_spectral_norm=true"],
 }
 
 

@@ -1,4 +1,5 @@
-"""gan.study.stats: bootstrap intervals, rank tests and Holm's adjustment against direct computations."""
+"""gan.study.stats: bootstrap intervals, rank tests, Holm's adjustment, the expected best of n draws, the Wilson
+interval and Kendall's tau against direct computations."""
 
 import itertools
 import math
@@ -6,7 +7,17 @@ import math
 import numpy as np
 import pytest
 
-from gan.study.stats import bootstrap_interval, holm_adjusted, overlaps, rank_test
+from gan.study.stats import (
+    bootstrap_interval,
+    budget_band,
+    expected_best,
+    expected_best_curve,
+    holm_adjusted,
+    overlaps,
+    proportion_interval,
+    rank_agreement,
+    rank_test,
+)
 from tests.helpers import exact_u_p_value
 
 
@@ -70,3 +81,45 @@ def test_holm_adjusted_p_values_reject_what_the_step_down_procedure_rejects():
 def test_overlaps():
     assert overlaps((1, 3), (2, 5)) and overlaps((1, 3), (3, 4)) and not overlaps((1, 2), (2.5, 4))
     assert overlaps((math.nan, math.nan), (1, 2))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [31.0, 12.5, 80.2, 12.5, 44.0],  # a tie
+        [5.0, math.inf, 7.5, 3.0, math.inf],  # two draws without a score
+        [9.0],
+        [2.0, 1.0, 3.0, 4.0, 6.0, 5.0],
+    ],
+)
+def test_expected_best_equals_brute_force_over_every_ordering(values):
+    """E[lowest of the first n of a random ordering of the k results], enumerated over all k! orderings."""
+    orderings = list(itertools.permutations(values))
+    for n in range(1, len(values) + 1):
+        brute = [min(order[:n]) for order in orderings]
+        expected = math.inf if any(math.isinf(b) for b in brute) else sum(brute) / len(brute)
+        assert expected_best(values, n) == pytest.approx(expected, rel=1e-12), n
+    curve = expected_best_curve(values)
+    assert curve[-1] == min(values) and all(a >= b for a, b in zip(curve, curve[1:], strict=False))
+
+
+def test_budget_band_holds_the_curve_and_keeps_inf():
+    values = [31.0, 12.5, 80.2, 14.0, 44.0, 25.0, 60.0, 19.0]
+    band, curve = budget_band(values), expected_best_curve(values)
+    assert all(low <= c <= high for (low, high), c in zip(band, curve, strict=True))
+    assert budget_band(values) == band  # seeded
+    assert math.isinf(budget_band([1.0, math.inf, 2.0])[0][1])  # a resample of two infs keeps the upper bound inf
+
+
+def test_wilson_interval_matches_known_values():
+    assert proportion_interval(0, 8) == pytest.approx((0.0, 0.3244), abs=1e-4)
+    assert proportion_interval(4, 8) == pytest.approx((0.2152, 0.7848), abs=1e-4)
+    assert proportion_interval(8, 8) == pytest.approx((0.6756, 1.0), abs=1e-4)
+    assert all(math.isnan(v) for v in proportion_interval(0, 0))
+
+
+def test_kendall_tau_of_rankings():
+    assert rank_agreement([1, 2, 3, 4], [10, 20, 30, 40])[0] == pytest.approx(1.0)
+    assert rank_agreement([1, 2, 3, 4], [40, 30, 20, 10])[0] == pytest.approx(-1.0)
+    tau, p, n = rank_agreement([1, 2, 3, None, 5], [2, 1, 3, 4, math.inf])
+    assert n == 3 and tau == pytest.approx(1 / 3) and 0 < p <= 1
