@@ -151,6 +151,19 @@ def mechanism_values(run: Run) -> dict[str, float]:
     return values
 
 
+def tuned_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings an equal-budget study tunes, as the run's recorded config says it trained with them."""
+    model = config.get("model", {})
+    g, d = model.get("optimizer_g", {}), model.get("optimizer_d", {})
+    return {
+        "lr_g": g.get("lr"),
+        "lr_d": d.get("lr"),
+        "beta1": (g.get("betas") or [None])[0],
+        "init": model.get("init", "default"),
+        "loss": model.get("loss"),
+    }
+
+
 def latest_grid(run_dir: Path) -> Path | None:
     """The run's last main sample grid (``samples/epochNNNN.png``; with a weight average, not ``*_no_ema``)."""
     grids = sorted(p for p in (run_dir / "samples").glob("epoch*.png") if not p.stem.endswith("_no_ema"))

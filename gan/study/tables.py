@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gan.eval.metrics import METRIC_NAMES
-from gan.study.runs import MECHANISMS, UNREADABLE, Run
+from gan.study.runs import MECHANISMS, UNREADABLE, Run, tuned_settings
 from gan.study.stats import (
     MIN_SEEDS,
     bootstrap_interval,
@@ -189,9 +189,13 @@ def mechanism(runs: Sequence[Run]) -> dict[str, tuple[float, float, int]]:
     return {name: rank_correlation(fids, [v[name] for v in values]) for name in MECHANISMS}
 
 
+# what each run trained with of the settings an equal-budget study tunes (results.csv records them for every sweep)
+TUNED_COLUMNS = ("lr_g", "lr_d", "beta1", "init", "loss")
+
+
 def write_csv(runs: Sequence[Run], path: Path) -> None:
     varying = list(runs[0].varying) if runs else []
-    columns = ["run", "config", *varying, "seed", "status", "reason", "iterations", "wall_s"]
+    columns = ["run", "config", *varying, "seed", "draw", *TUNED_COLUMNS, "status", "reason", "iterations", "wall_s"]
     columns += [f"final_{m}" for m in METRIC_NAMES] + ["final_verdict", "first_collapse_iteration"]
     columns += ["best_iteration"] + [f"best_{m}" for m in METRIC_NAMES]
     with path.open("w", newline="") as fh:
@@ -200,11 +204,14 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
         for run in runs:
             res = run.results
             latest, best = run.latest or {}, (res.best if res else None) or {}
+            config = res.config if res else {}
             row = {
                 "run": run.path.name,
                 "config": run.label,
                 **run.varying,
                 "seed": run.seed,
+                "draw": (config.get("tuning") or {}).get("draw", ""),
+                **{k: "" if v is None else v for k, v in tuned_settings(config).items()},
                 "status": run.status,
                 "reason": (res.reason if res else run.problem) or "",
                 "iterations": res.iterations if res else "",

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from gan.files import write_json_atomic
 from gan.runs.tuning import BEST_DRAWS
-from gan.study.runs import Run
+from gan.study.runs import Run, tuned_settings
 from gan.study.stats import budget_band, expected_best_curve, proportion_interval, rank_agreement
 
 DONE = ("finished", "diverged", "failed")  # a draw still running (or killed, or interrupted) is not counted yet
@@ -72,19 +72,6 @@ class TuningRow:
         return wins, trials, proportion_interval(wins, trials)
 
 
-def _settings(config: dict[str, Any]) -> dict[str, Any]:
-    """What a draw tunes, read from the config the run trained with (not recomputed: what ran is what counts)."""
-    model = config.get("model", {})
-    g, d = model.get("optimizer_g", {}), model.get("optimizer_d", {})
-    return {
-        "lr_g": g.get("lr"),
-        "lr_d": d.get("lr"),
-        "beta1": (g.get("betas") or [None])[0],
-        "init": model.get("init", "default"),
-        "loss": model.get("loss"),
-    }
-
-
 def tuning_rows(runs: Sequence[Run]) -> list[TuningRow]:
     """The study's configurations with their draws, in the order of their labels; empty for a sweep that is not a
     tuning study (no run has a draw)."""
@@ -99,7 +86,7 @@ def tuning_rows(runs: Sequence[Run]) -> list[TuningRow]:
         fid = latest.get("fid") if run.status == "finished" else None
         fid = float(fid) if isinstance(fid, (int, float)) and math.isfinite(fid) else math.inf
         row = rows.setdefault(run.label, TuningRow(run.label, dict(run.varying)))
-        row.draws.append(Draw(int(draw), _settings(config), fid, run.final_verdict == "collapsed", run.status))
+        row.draws.append(Draw(int(draw), tuned_settings(config), fid, run.final_verdict == "collapsed", run.status))
     return [rows[label] for label in sorted(rows)]
 
 

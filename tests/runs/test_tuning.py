@@ -3,6 +3,7 @@ of a tuning node that cannot draw, and the study and its confirmation on the com
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -150,6 +151,11 @@ def test_a_tuning_study_its_report_and_its_confirmation_on_the_command_line(tmp_
         assert row.best.fid == min(d.fid for d in row.draws)
     text = (study / "report.md").read_text()
     assert "## Equal-budget tuning" in text and "Kendall's tau" in text
+    for line in csv.DictReader((study / "results.csv").open()):  # every run's tuned settings, recorded
+        c = next(
+            c for c in configs if c["model"]["g_act"] in line["config"] and str(c["tuning"]["draw"]) == line["draw"]
+        )
+        assert line["init"] == c["model"]["init"] and float(line["lr_d"]) == c["model"]["optimizer_d"]["lr"]
     best = json.loads((study / BEST_DRAWS).read_text())
     assert {e["label"] for e in best["configurations"]} == set(rows)
 
