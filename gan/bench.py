@@ -47,6 +47,7 @@ GRID_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoi
 # Stability switches the bare reference loop does not implement (it matches them only at their defaults).
 REFERENCE_SWITCHES = (
     "r1_weight",
+    "r2_weight",
     "d_spectral_norm",
     "g_norm",
     "d_norm",
@@ -60,8 +61,8 @@ REFERENCE_SWITCHES = (
 def check_reference_can_match(member: dict[str, Any]) -> None:
     """Refuse stability switches and penalised losses: the reference would skip their work and flatter itself."""
     changed = [f"model.{k}={member[k]!r}" for k in REFERENCE_SWITCHES if member[k] != default(k)]
-    if member["loss"] == "wgan-gp":
-        changed.append("model.loss='wgan-gp'")
+    if member["loss"] in ("wgan-gp", "rpgan"):  # a penalty on interpolates; G reading D's scores of reals
+        changed.append(f"model.loss={member['loss']!r}")
     if member["augment"]:
         changed.append("model.augment")
     if changed:

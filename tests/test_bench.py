@@ -73,7 +73,9 @@ def test_reference_loop_trains_the_same_model():
     assert len(ref.opt_g.state) == 6 and len(ref.opt_d.state) == 4
 
 
-@pytest.mark.parametrize("override", ["stability=r1", "stability=wgan_gp", "stability=g_ema", "model.augment=cutout"])
+@pytest.mark.parametrize(
+    "override", ["stability=r1", "stability=wgan_gp", "stability=g_ema", "model.augment=cutout", "stability=r3gan"]
+)
 def test_bench_refuses_switches_the_reference_does_not_implement(tmp_path, override, capsys):
     root = make_mnist(tmp_path / "data", n_train=512, n_test=16)
     with pytest.raises(SystemExit) as exit_info:  # a clear message and status 2, no traceback

@@ -120,7 +120,8 @@ def needed(name: str, folder: Path) -> list[str]:
         return []
     settings = {"lr_g": 1e-4, "lr_d": 3e-4, "beta1": 0.0, "init": "variance_preserving", "loss": "ns"}
     best = folder / "best_draws.json"
-    best.write_text(json.dumps({"configurations": [{"configuration": {}, "draw": 1, "settings": settings}]}))
+    entry = {"configuration": {}, "label": "every configuration", "draw": 1, "settings": settings, "draws_done": 9}
+    best.write_text(json.dumps({"draws_per_configuration": 9, "configurations": [entry]}))
     return [f"tuning.best_from={best}"]
 
 

@@ -26,7 +26,7 @@ from gan.model.spec import per_member_config_keys
 
 # Config entries (dotted paths) that may differ between members of one pack: the member spec's per-member settings
 # (the optimizers' kinds are shared: pack_key keeps them), and where each member writes. ``data.augment`` is
-# ``model.augment``'s old place.
+# ``model.augment``'s old place; ``tuning`` a tuning study's draw (its values are in model.*, resolved).
 MEMBER_CONFIG_KEYS = tuple(
     k for k in per_member_config_keys() if k not in ("model.optimizer_g", "model.optimizer_d")
 ) + (
@@ -37,6 +37,7 @@ MEMBER_CONFIG_KEYS = tuple(
     "data.augment",
     "logger.save_dir",
     "trainer.default_root_dir",
+    "tuning",
 )
 DATAMODULE_KEY = "MNISTDataModule"
 MEMBER_RNG_KEYS = ("shuffle_rng", "epoch_rng")  # the data module's per-member entries (one generator state each)

@@ -15,10 +15,10 @@ from omegaconf import OmegaConf
 from gan.eval.metrics import collapse_verdict
 from gan.runs.rundir import RESULTS_NAME, RunResults
 
-UNREADABLE = "(overrides unreadable)"
+UNREADABLE = "(overrides unreadable)"  # the level of every factor for a run whose overrides.yaml is damaged
 # Overrides that tell a configuration's runs apart rather than configurations: the seed, and a tuning study's draw
 # (the draws of one configuration are its runs, as seeds are: gan.study.tuning reads them).
-NOT_CONFIGURATION = ("seed", "tuning.draw")  # the level of every factor for a run whose overrides.yaml is damaged
+NOT_CONFIGURATION = ("seed", "tuning.draw")
 
 
 @dataclass

@@ -107,7 +107,8 @@ def rank_correlation(x: Sequence[float | None], y: Sequence[float | None]) -> tu
 def expected_best(values: Sequence[float], n: int) -> float:
     """The expected lowest of ``n`` of the ``values`` drawn at random without replacement: the expected best
     score after trying n of the k observed settings (Dodge et al. 2019's "expected validation performance"; their
-    formula draws with replacement, which overstates the best for n near k; without replacement it is exact: at
+    formula draws with replacement, which repeats draws and so understates how good the best of n distinct
+    settings is, most for n near k; without replacement it is exact and unbiased: at
     n = k the best observed, at n = 1 the mean). Sorted ascending, v_(i) is the lowest of a random n-subset with
     probability C(k - i, n - 1) / C(k, n). ``inf`` marks a draw without a score (diverged): the expectation is inf
     when such draws can fill the whole subset."""

@@ -6,6 +6,7 @@ defaults) and at each configuration's best draw. ``best_draws.json`` is what the
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from gan.files import write_json_atomic
-from gan.runs.tuning import BEST_DRAWS
+from gan.runs.tuning import BEST_DRAWS, flat_settings, same_value
 from gan.study.runs import Run, tuned_settings
 from gan.study.stats import budget_band, expected_best_curve, proportion_interval, rank_agreement
 
@@ -43,6 +44,7 @@ class TuningRow:
 
     config: str
     varying: dict[str, str]
+    values: dict[str, Any] = field(default_factory=dict)  # the varying settings' values as the runs' configs hold them
     draws: list[Draw] = field(default_factory=list)
 
     @property
@@ -56,9 +58,14 @@ class TuningRow:
 
     @property
     def best(self) -> Draw | None:
-        """The lowest final fid over every draw, the baseline included (every configuration has the same draws)."""
-        scored = [d for d in self.draws if math.isfinite(d.fid)]
-        return min(scored, key=lambda d: (d.fid, d.index)) if scored else None
+        """The lowest final fid over every draw, the baseline included (every configuration has the same draws):
+        what the confirmation re-runs."""
+        return _lowest(self.draws)
+
+    @property
+    def best_sampled(self) -> Draw | None:
+        """The lowest final fid over the sampled draws (what the budget curve ends at, and tau compares)."""
+        return _lowest(self.sampled)
 
     def curve(self) -> list[float]:
         return expected_best_curve([d.fid for d in self.sampled]) if self.sampled else []
@@ -70,6 +77,18 @@ class TuningRow:
         """(draws that worked, draws, Wilson 95% interval of the share)."""
         wins, trials = sum(d.succeeded for d in self.sampled), len(self.sampled)
         return wins, trials, proportion_interval(wins, trials)
+
+
+def _lowest(draws: Sequence[Draw]) -> Draw | None:
+    scored = [d for d in draws if math.isfinite(d.fid)]
+    return min(scored, key=lambda d: (d.fid, d.index)) if scored else None
+
+
+def _select(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def tuning_rows(runs: Sequence[Run]) -> list[TuningRow]:
@@ -85,16 +104,26 @@ def tuning_rows(runs: Sequence[Run]) -> list[TuningRow]:
         latest = run.latest or {}
         fid = latest.get("fid") if run.status == "finished" else None
         fid = float(fid) if isinstance(fid, (int, float)) and math.isfinite(fid) else math.inf
-        row = rows.setdefault(run.label, TuningRow(run.label, dict(run.varying)))
+        values = {key: _select(config, key) for key in run.varying}
+        row = rows.setdefault(run.label, TuningRow(run.label, dict(run.varying), values))
         row.draws.append(Draw(int(draw), tuned_settings(config), fid, run.final_verdict == "collapsed", run.status))
     return [rows[label] for label in sorted(rows)]
 
 
 def ranking_agreement(rows: Sequence[TuningRow]) -> tuple[float, float, int]:
-    """Kendall's tau (p, configurations) between the configurations' fids at the baseline and at their best draw."""
-    at_default = [row.baseline.fid if row.baseline else None for row in rows]
-    at_best = [row.best.fid if row.best else None for row in rows]
+    """Kendall's tau (p, configurations) between the configurations' fids at the baseline and at their best sampled
+    draw (not the best over all draws, which could be the baseline itself and would make the rankings agree by
+    construction). A draw without a score ranks last (tied with the others without one), not left out: a
+    configuration whose baseline diverged is exactly one where tuning may matter."""
+    worst = WORST_RANK
+    at_default = [
+        (row.baseline.fid if math.isfinite(row.baseline.fid) else worst) if row.baseline else None for row in rows
+    ]
+    at_best = [(row.best_sampled.fid if row.best_sampled else worst) if row.sampled else None for row in rows]
     return rank_agreement(at_default, at_best)
+
+
+WORST_RANK = 1e300  # a finite stand-in for "no score", below which every fid ranks
 
 
 def _fmt(value: float) -> str:
@@ -111,18 +140,20 @@ def _fmt_settings(settings: dict[str, Any]) -> str:
 def markdown_lines(rows: Sequence[TuningRow]) -> list[str]:
     """The report's section on a tuning study."""
     k = max((len(r.sampled) for r in rows), default=0)
-    shown = sorted({1, 2, 4, k} | set(range(1, k + 1, max(1, k // 4)))) if k else []
+    shown = list(range(1, k + 1)) if k <= 8 else sorted({1, 2, 4, k // 2, k} | set(range(8, k, 8)))
     lines = [
         "",
         "## Equal-budget tuning",
         "",
         f"Each configuration got the same draws (paired): draw 0, the baseline (the lab's defaults), and k = {k} "
-        "sampled settings (learning rates, Adam beta1, init; gan/runs/tuning.py). Expected best fid after n "
-        "sampled draws: the mean over every n-subset of the k draws of its lowest final fid (exact, without "
-        "replacement; Dodge et al. 2019's curve), with a bootstrap 95% band; inf while n draws can all have "
-        "diverged. Success: sampled draws that finished with a score and did not collapse, with a Wilson 95% "
-        "interval. The tables above pool each configuration's draws as if they were seeds: they describe it under "
-        "random tuning, not at one setting.",
+        "sampled settings (learning rates, Adam beta1, init, and the loss when tuned; gan/runs/tuning.py). "
+        "Expected best fid after n sampled draws: the mean over every n-subset of the k draws of its lowest final "
+        "fid (exact, without replacement; Dodge et al. 2019's curve), with a bootstrap 95% band; inf while n draws "
+        "can all have diverged. The band's low end cannot go below the observed best (a resample never holds a "
+        "lower value), so near n = k read it as the resampling spread, a lower bound on the uncertainty. Success: "
+        "sampled draws that finished with a score and did not collapse, with a Wilson 95% interval. Best draw: over "
+        "all draws, the baseline included (the confirmation re-runs it). The tables above pool each "
+        "configuration's draws as if they were seeds: they describe it under random tuning, not at one setting.",
         "",
         "| configuration | baseline fid | "
         + " | ".join(f"E[best] n={n}" for n in shown)
@@ -143,10 +174,16 @@ def markdown_lines(rows: Sequence[TuningRow]) -> list[str]:
         cells.append(f"{wins}/{trials} [{low:.2f}, {high:.2f}]" if trials else "n/a")
         cells += [str(best.index), _fmt(best.fid), _fmt_settings(best.settings)] if best else ["n/a", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
+    expected = max((len(r.draws) for r in rows), default=0)
+    pending = [f"{r.config} ({len(r.draws)} of {expected})" for r in rows if len(r.draws) < expected]
+    if pending:
+        lines += ["", "Not all draws are done (scored here: finished, diverged or failed): " + ", ".join(pending) + "."]
+    lines += _split_lines(rows)
     tau, p, pairs = ranking_agreement(rows)
     lines += [
         "",
-        "Ranking at the baseline against the ranking at each configuration's best draw: Kendall's tau = "
+        "Ranking at the baseline against the ranking at each configuration's best sampled draw (no score ranks "
+        "last): Kendall's tau = "
         + (f"{tau:.2f} (p = {p:.3g}, {pairs} configurations)" if math.isfinite(tau) else f"n/a ({pairs} scored)")
         + "; 1: tuning changes no comparison, 0: the baseline's ranking says nothing about the tuned one.",
         "",
@@ -156,21 +193,76 @@ def markdown_lines(rows: Sequence[TuningRow]) -> list[str]:
     return lines
 
 
+def _split_lines(rows: Sequence[TuningRow]) -> list[str]:
+    """Per configuration and per value of each drawn choice (init, beta1, loss) that the study varied: its sampled
+    draws' successes and best and median fid (does variance-preserving init change which activations work?)."""
+    lines = []
+    for key in ("init", "beta1", "loss"):
+        values = sorted({str(d.settings[key]) for r in rows for d in r.sampled})
+        if len(values) < 2:
+            continue
+        lines += [
+            "",
+            f"By {key} (sampled draws only; success / draws, best fid, median fid):",
+            "",
+            "| configuration | " + " | ".join(f"{key}={v}" for v in values) + " |",
+            "|---|" + "---|" * len(values),
+        ]
+        for row in rows:
+            cells = [row.config]
+            for value in values:
+                draws = [d for d in row.sampled if str(d.settings[key]) == value]
+                fids = [d.fid for d in draws]
+                wins = sum(d.succeeded for d in draws)
+                cells.append(
+                    f"{wins}/{len(draws)}, {_fmt(min(fids))}, {_fmt(statistics.median(fids))}" if draws else "n/a"
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _fixed_settings(rows: Sequence[TuningRow], runs: Sequence[Run]) -> dict[str, Any]:
+    """The settings every draw of the study shares (model.*, the training subset; not the tuned ones, not the ones
+    the study varies): a confirmation must have them too."""
+    configs = [
+        r.results.config for r in runs if r.results and (r.results.config.get("tuning") or {}).get("draw") is not None
+    ]
+    if not configs:
+        return {}
+    varying = {key for row in rows for key in row.varying}
+    flat = [flat_settings(c) for c in configs]
+    return {
+        key: value
+        for key, value in flat[0].items()
+        if all(key in f and same_value(f[key], value) for f in flat[1:])
+        and not any(key == v or key.startswith(f"{v}.") for v in varying)
+    }
+
+
 def write_best_draws(rows: Sequence[TuningRow], runs: Sequence[Run], path: Path) -> None:
-    """Each configuration's best draw (what ``tuning.best_from`` reads), with the study's tuning node."""
+    """Each configuration's best draw (what ``tuning.best_from`` reads; ``draw`` null when none scored), how many
+    of its draws are done, the settings the whole study shares, and the study's tuning node."""
     tuning = next((r.results.config.get("tuning") for r in runs if r.results and r.results.config.get("tuning")), {})
     entries = [
         {
-            "configuration": row.varying,
+            "configuration": row.values,
             "label": row.config,
-            "draw": row.best.index,
-            "settings": row.best.settings,
-            "fid": row.best.fid,
+            "draw": row.best.index if row.best else None,
+            "settings": row.best.settings if row.best else None,
+            "fid": row.best.fid if row.best else None,
+            "draws_done": len(row.draws),
         }
         for row in rows
-        if row.best is not None
     ]
-    write_json_atomic(path, {"tuning": {k: v for k, v in tuning.items() if k != "draw"}, "configurations": entries})
+    write_json_atomic(
+        path,
+        {
+            "tuning": {k: v for k, v in tuning.items() if k != "draw"},
+            "draws_per_configuration": int(tuning.get("draws", 0)) + 1,
+            "fixed": _fixed_settings(rows, runs),
+            "configurations": entries,
+        },
+    )
 
 
 def plot_budget_curves(rows: Sequence[TuningRow], path: Path) -> bool:

@@ -17,7 +17,7 @@ from tests.helpers import gens
 
 
 def _integral(name, params):
-    """E[f(x)^2], x ~ N(0, 1), by adaptive quadrature of the activation itself (not the code's Gauss-Hermite)."""
+    """E[f(x)^2], x ~ N(0, 1), by adaptive quadrature of the activation itself (not the code's trapezoid rule)."""
     f = build_activation(name, params).double()
 
     def integrand(x):

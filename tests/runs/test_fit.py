@@ -349,6 +349,42 @@ KITCHEN_SINK = [
 ]
 
 
+def assert_resumed_as_straight(straight: Path, resumed: Path) -> dict[str, torch.Tensor]:
+    """The resumed run ends with the straight run's weights and logged the same G losses; the weights."""
+    ws, wr = weights(straight), weights(resumed)
+    assert set(ws) == set(wr)
+    for key in ws:
+        assert torch.allclose(ws[key].float(), wr[key].float(), atol=1e-5), key
+    expected = dict(scalars(straight)["train/g_loss"])
+    for step, value in scalars(resumed)["train/g_loss"]:
+        assert value == pytest.approx(expected[step], abs=1e-5)
+    return ws
+
+
+R3GAN_SINK = [
+    "stability=r3gan",
+    "model.init=variance_preserving",
+    "model.d_spectral_norm=true",
+    "model.g_norm=batch",
+    "model.instance_noise=0.1",
+    "model.instance_noise_iters=16",
+    "data.augment=[translation,cutout]",
+]
+
+
+@pytest.mark.slow
+def test_resume_of_rpgan_with_r1_r2_and_variance_preserving_init_continues_exactly(tmp_path, tiny_mnist):
+    """G's re-scoring of the real batch (rpgan) leaves D's buffers as they were, so 2 epochs straight == 1 epoch +
+    resume, with spectral norm's vectors, batch-norm statistics and the augmentation's draws in play."""
+    _, straight = run(tmp_path, "straight", tiny_mnist, *R3GAN_SINK, "trainer.max_epochs=2")
+    _, first = run(tmp_path, "first", tiny_mnist, *R3GAN_SINK, "trainer.max_epochs=1")
+    ckpt = first / "checkpoints" / "last.ckpt"
+    _, resumed = run(tmp_path, "resumed", tiny_mnist, f"ckpt_path={ckpt}", "trainer.max_epochs=2")
+    config = json.loads((resumed / "results.json").read_text())["config"]["model"]
+    assert config["loss"] == "rpgan" and config["r2_weight"] == 1.0 and config["init"] == "variance_preserving"
+    assert_resumed_as_straight(straight, resumed)
+
+
 @pytest.mark.slow
 def test_resume_with_every_trick_on_continues_exactly(tmp_path, tiny_mnist):
     """Averaged weights, spectral-norm vectors, batch-norm statistics and the random draws of noise, penalties and
@@ -365,14 +401,8 @@ def test_resume_with_every_trick_on_continues_exactly(tmp_path, tiny_mnist):
     with pytest.raises(ConfigError, match="data.train_size: checkpoint 100, asked 50"):
         run(tmp_path, "other", tiny_mnist, f"ckpt_path={ckpt}", "data.train_size=50", "trainer.max_epochs=2")
     assert not (tmp_path / "other").exists()
-    ws, wr = weights(straight), weights(resumed)
+    ws = assert_resumed_as_straight(straight, resumed)
     assert any(k.startswith("generator_ema.") for k in ws) and any("_u" in k for k in ws)
-    assert set(ws) == set(wr)
-    for key in ws:
-        assert torch.allclose(ws[key].float(), wr[key].float(), atol=1e-5), key
-    expected = dict(scalars(straight)["train/g_loss"])
-    for step, value in scalars(resumed)["train/g_loss"]:
-        assert value == pytest.approx(expected[step], abs=1e-5)
 
 
 @pytest.mark.slow

@@ -247,3 +247,18 @@ def test_a_pack_member_on_cuda_trains_as_it_does_alone(tmp_path, tiny_mnist):
     """20 iterations on CUDA: each member of a pack of two (different seed, loss, lr, activations) within 1e-4 of
     the same member trained alone on CUDA."""
     pack_against_alone(tmp_path, tiny_mnist, "gpu", CUDA_ATOL)
+
+
+def test_every_draw_of_a_tuning_study_packs_together(tmp_path, tiny_mnist):
+    """The draws differ in per-member values only (learning rates, beta1, init, seed): one pack for the study."""
+    keys = set()
+    for j in (0, 1, 3):
+        for g in ("relu", "tanh"):
+            overrides = [
+                "experiment=tuning_budget",
+                f"tuning.draw={j}",
+                f"model.g_act={g}",
+                *fast_overrides(tiny_mnist),
+            ]
+            keys.add(pack_key(prepare(compose_train(overrides, tmp_path / f"{g}{j}")).config))
+    assert len(keys) == 1

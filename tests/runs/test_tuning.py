@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -35,14 +37,14 @@ def test_draw_zero_is_the_labs_defaults():
 
 def test_draws_are_a_function_of_seed_and_index_alone():
     """Paired: draw j is the same for every configuration (nothing of the configuration enters), never depends on
-    k or on the other settings tuned (each setting has its own stream), and another sampler seed draws anew."""
+    k; the learning rates have their own streams (tuning the loss too leaves them as they were; the choices are
+    balanced jointly, so a new choice reassigns them), and another sampler seed draws anew."""
     draws = [draw_settings(SPACE, j) for j in range(1, 9)]
     assert draws == [draw_settings(dict(SPACE), j) for j in range(1, 9)]
     with_loss = [draw_settings({**SPACE, "loss": ["ns", "rpgan"]}, j) for j in range(1, 9)]
-    assert [{k: d[k] for k in ("lr_g", "lr_d", "beta1", "init")} for d in with_loss] == [
-        {k: d[k] for k in ("lr_g", "lr_d", "beta1", "init")} for d in draws
-    ]
-    assert {d["loss"] for d in with_loss} == {"ns", "rpgan"}
+    assert [(d["lr_g"], d["lr_d"]) for d in with_loss] == [(d["lr_g"], d["lr_d"]) for d in draws]
+    combos = [(d["beta1"], d["init"], d["loss"]) for d in with_loss]
+    assert len(set(combos)) == 8  # 2 x 2 x 2 combinations, each once in the first 8 draws
     assert draws != [draw_settings({**SPACE, "seed": 1}, j) for j in range(1, 9)]
 
 
@@ -53,9 +55,9 @@ def test_learning_rates_are_log_uniform_in_their_range_and_choices_balanced():
         assert all(2e-5 <= v <= 2e-3 for v in values)
         below_middle = sum(v < 2e-4 for v in values) / len(values)  # 2e-4: the range's geometric middle
         assert 0.42 < below_middle < 0.58
-    for key, options in (("init", SPACE["init"]), ("beta1", SPACE["beta1"])):
-        for block in range(0, 400, 2):  # every block of 2 draws holds each of the 2 options once
-            assert sorted(str(d[key]) for d in draws[block : block + 2]) == sorted(str(o) for o in options)
+    for block in range(0, 400, 4):  # every block of 4 draws holds each (beta1, init) combination once: balanced
+        combos = {(d["beta1"], d["init"]) for d in draws[block : block + 4]}  # and never confounded
+        assert combos == {(b, i) for b in SPACE["beta1"] for i in SPACE["init"]}
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,7 @@ def test_learning_rates_are_log_uniform_in_their_range_and_choices_balanced():
         ("tuning.loss=[ns,wgan]", r"tuning.loss holds 'wgan'. Valid choices: ns, minimax, lsgan, hinge, wgan-gp, rp"),
         ("tuning.beta1=[0.5,1.5]", r"tuning.beta1 holds 1.5. Valid choices: numbers in \[0, 1\)"),
         ("tuning.draw=9", r"tuning.draw=9 is not a draw of this study: 0 .* or 1..8"),
+        ("tuning.seed=-1", r"tuning.seed must be an integer from 0 to 2\*\*32 - 1 \(the sampler's seed\), got -1"),
         ("model.init=he", r"Unknown initialization 'he' for model.init. Valid choices: default, variance_preserving"),
         ("model.loss=rp", r"Unknown loss 'rp' for model.loss. Valid losses: .*rpgan"),
         ("model.r2_weight=-1", r"model.r2_weight must be in \[0, inf\], got -1"),
@@ -94,21 +97,52 @@ def test_a_jobs_config_holds_its_draws_values(tiny_mnist):
     assert zero == member_config(compose_train(fast_overrides(tiny_mnist)))
 
 
+def write_study(folder: Path, entries: list[dict], fixed: dict | None = None, expected: int = 3) -> Path:
+    """A best_draws.json as gan.report writes it (tests/runs/test_tuning.py's command-line test makes a real one)."""
+    for entry in entries:
+        entry.setdefault("draws_done", expected)
+        entry.setdefault("label", " ".join(f"{k}={v}" for k, v in entry["configuration"].items()))
+    data = {"tuning": {}, "draws_per_configuration": expected, "fixed": fixed or {}, "configurations": entries}
+    (folder / BEST_DRAWS).write_text(json.dumps(data))
+    return folder
+
+
 def test_best_from_gives_each_configuration_its_best_draw(tmp_path, tiny_mnist):
     settings = {"lr_g": 1e-3, "lr_d": 3e-5, "beta1": 0.0, "init": "variance_preserving", "loss": "rpgan"}
     entries = [
-        {"configuration": {"model.g_act": "tanh"}, "draw": 2, "settings": settings},
-        {"configuration": {"model.g_act": "relu"}, "draw": 1, "settings": baseline()},
+        {"configuration": {"model.g_act": "tanh", "model.r1_weight": 1.0}, "draw": 2, "settings": settings},
+        {"configuration": {"model.g_act": "relu", "model.r1_weight": 1.0}, "draw": 1, "settings": baseline()},
+        {"configuration": {"model.g_act": "elu", "model.r1_weight": 1.0}, "draw": None, "settings": None},
     ]
-    (tmp_path / BEST_DRAWS).write_text(json.dumps({"tuning": {}, "configurations": entries}))
-    base = ["experiment=tuning_confirm", *fast_overrides(tiny_mnist), f"tuning.best_from={tmp_path}"]
-    member = member_config(compose_train([*base, "model.g_act=tanh"]))
+    study = write_study(tmp_path, entries, fixed={"model.d_act": "leaky_relu", "model.g_hidden": [128, 256, 512]})
+    base = ["experiment=tuning_confirm", *fast_overrides(tiny_mnist), f"tuning.best_from={study}", "model.r1_weight=1"]
+    member = member_config(compose_train([*base, "model.g_act=tanh"]))  # 1 matches 1.0: values, not strings
     assert member["optimizer_g"]["lr"] == 1e-3 and member["optimizer_d"]["betas"] == [0.0, 0.999]
     assert member["init"] == "variance_preserving" and member["loss"] == "rpgan"
-    with pytest.raises(ConfigError, match="no best draw for this job's configuration. The study has: model.g_act=t"):
-        prepare(compose_train([*base, "model.g_act=elu"], tmp_path / "elu"))
-    with pytest.raises(ConfigError, match=r"cannot read .*best_draws.json .*python -m gan.report STUDY_DIR"):
-        prepare(compose_train([*base[:-1], f"tuning.best_from={tmp_path / 'nowhere'}"], tmp_path / "none"))
+    refusals = [
+        (["model.g_act=sigmoid"], "no best draw for this job's configuration. The study has: model.g_act=tanh"),
+        (["model.g_act=elu"], "model.g_act=elu model.r1_weight=1.0 has no scored draw in the study"),
+        (["model.g_act=tanh", "model.d_act=tanh"], "not a configuration of that study: model.d_act: study 'leaky_re"),
+    ]
+    for extra, message in refusals:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            prepare(compose_train([*base, *extra], tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_confirmation_needs_a_finished_study(tmp_path, tiny_mnist):
+    base = ["experiment=tuning_confirm", *fast_overrides(tiny_mnist)]
+    with pytest.raises(ConfigError, match=r"tuning.best_from is not set: .*experiment=tuning_confirm"):
+        prepare(compose_train(base, tmp_path / "a"))
+    with pytest.raises(ConfigError, match=r"cannot read .*nowhere/best_draws.json .*python -m gan.report STUDY_DIR"):
+        prepare(compose_train([*base, f"tuning.best_from={tmp_path / 'nowhere'}"], tmp_path / "b"))
+    entries = [{"configuration": {"model.g_act": "relu"}, "draw": 1, "settings": baseline(), "draws_done": 2}]
+    study = write_study(tmp_path, entries)
+    with pytest.raises(ConfigError, match=r"the study is not finished: model.g_act=relu \(2 of 3\) draws done"):
+        prepare(compose_train([*base, f"tuning.best_from={study}"], tmp_path / "c"))
+    (study / BEST_DRAWS).write_text(json.dumps({"configurations": [{"label": "x"}]}))  # hand-edited
+    with pytest.raises(ConfigError, match="cannot read .*KeyError"):
+        prepare(compose_train([*base, f"tuning.best_from={study}"], tmp_path / "d"))
 
 
 def test_check_tuning_takes_the_schema_defaults():
@@ -150,7 +184,7 @@ def test_a_tuning_study_its_report_and_its_confirmation_on_the_command_line(tmp_
         assert row.curve() == pytest.approx([sum(fids) / 2, min(fids)])  # n = 1: the mean; n = k: the best
         assert row.best.fid == min(d.fid for d in row.draws)
     text = (study / "report.md").read_text()
-    assert "## Equal-budget tuning" in text and "Kendall's tau" in text
+    assert "## Equal-budget tuning" in text and "Kendall's tau" in text and "By init" in text
     for line in csv.DictReader((study / "results.csv").open()):  # every run's tuned settings, recorded
         c = next(
             c for c in configs if c["model"]["g_act"] in line["config"] and str(c["tuning"]["draw"]) == line["draw"]
