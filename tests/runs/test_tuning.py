@@ -17,7 +17,7 @@ from gan.model.spec import ADAM, default
 from gan.report import report
 from gan.runs.plan import member_config, prepare
 from gan.runs.tuning import BEST_DRAWS, baseline, check_tuning, draw_settings
-from tests.helpers import _cli, compose_train, fast_overrides
+from tests.helpers import REPO, _cli, compose_train, fast_overrides
 
 SPACE = {
     "seed": 0,
@@ -216,3 +216,14 @@ def test_a_sweep_with_no_draws_is_refused_before_any_job(tmp_path, tiny_mnist):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: tuning.draws must be a positive integer (k, the draws per configuration)")
     assert not (tmp_path / "sweep").exists()
+
+
+def test_the_committed_cpu_study_confirms_its_best_draws(tiny_mnist):
+    """studies/tuning_budget_cpu/best_draws.json (the README's study) is a finished study the confirmation reads:
+    relu G with relu D at its draw 5, elu G with tanh D at the baseline."""
+    study = REPO / "studies" / "tuning_budget_cpu"
+    base = ["experiment=tuning_confirm", f"tuning.best_from={study}", *fast_overrides(tiny_mnist)]
+    relu = member_config(compose_train([*base, "model.g_act=relu", "model.d_act=relu"]))
+    assert relu["optimizer_g"]["lr"] == draw_settings(SPACE, 5)["lr_g"] and relu["init"] == "variance_preserving"
+    elu = member_config(compose_train([*base, "model.g_act=elu", "model.d_act=tanh"]))
+    assert elu["optimizer_g"] == {"_target_": "gan.model.optim.Adam", "lr": 2e-4, "betas": [0.5, 0.999]}
