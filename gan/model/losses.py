@@ -172,6 +172,7 @@ class MemberLosses:
         self.loss_of = [loss for k in range(len(names)) for loss, idx in self.groups if k in idx]
         self.gradient_penalty = [c.gradient_penalty for c in classes]
         self.real_in_g = [c.real_in_g for c in classes]
+        self.any_real_in_g = any(self.real_in_g)  # read every iteration: decided once
         self._tensors: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
     def _cached(

@@ -252,7 +252,7 @@ class GANModule(L.LightningModule):
         """D's scores, after its update, of the last real batch it saw, for a relativistic G loss (rpgan pairs each
         fake with a real); None when no member's loss reads them. A pure read: no graph, and D's buffers (batch-norm
         statistics, spectral norm's vectors) are put back, so D stays exactly as its own update left it."""
-        if not any(self.losses.real_in_g):
+        if not self.losses.any_real_in_g:
             return None
         with torch.no_grad(), buffers_restored(self.discriminator):
             return self.discriminator(real_in)

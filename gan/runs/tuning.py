@@ -50,12 +50,16 @@ def baseline() -> dict[str, Any]:
     }
 
 
+def _check_draws(draws: Any) -> None:
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ConfigError(f"tuning.draws must be a positive integer (k, the draws per configuration), got {draws!r}.")
+
+
 def check_tuning(tuning: Mapping[str, Any]) -> None:
     """Refuse a tuning node that cannot draw: k < 1, an empty or non-positive range, a beta1 outside [0, 1), an
     unknown init or loss, a draw index outside 0..k; each message names the key, the value and what is valid."""
     draws = tuning.get("draws")
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ConfigError(f"tuning.draws must be a positive integer (k, the draws per configuration), got {draws!r}.")
+    _check_draws(draws)
     for key in RANGES:
         bounds = list(tuning.get(key) or [])
         ok = len(bounds) == 2 and all(isinstance(b, (int, float)) and math.isfinite(b) for b in bounds)
@@ -266,14 +270,11 @@ def draw_count(draws: Any) -> int:
     Hydra's sweeper resolves it before any job exists, where an exception reaches the user as a page of
     traceback: a bad k ends the command here, with the lab's one-paragraph message and exit code 2."""
     try:
-        check_tuning({**_DEFAULTS, "draws": draws})
+        _check_draws(draws)
     except ConfigError as exc:
         print(f"error: {exc} Nothing was run.", file=sys.stderr)
         raise SystemExit(2) from None
     return int(draws) + 1
-
-
-_DEFAULTS = {"draws": 8, "lr_g": [2e-5, 2e-3], "lr_d": [2e-5, 2e-3], "beta1": [0.0, 0.5], "init": list(INIT_SCHEMES)}
 
 
 def register_resolvers() -> None:

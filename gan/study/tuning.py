@@ -9,6 +9,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ class TuningRow:
     def curve(self) -> list[float]:
         return expected_best_curve([d.fid for d in self.sampled]) if self.sampled else []
 
+    @cached_property
     def band(self) -> list[tuple[float, float]]:
+        """The curve's bootstrap band (2,000 resamples: computed once, for the table and the plot alike)."""
         return budget_band([d.fid for d in self.sampled]) if self.sampled else []
 
     def success(self) -> tuple[int, int, tuple[float, float]]:
@@ -160,9 +163,9 @@ def markdown_lines(rows: Sequence[TuningRow]) -> list[str]:
         + " | success | best draw | best fid | its settings |",
         "|---|---|" + "---|" * len(shown) + "---|---|---|---|",
     ]
-    order = sorted(rows, key=lambda r: (r.curve()[-1] if r.curve() else math.inf, r.config))
+    order = sorted(rows, key=lambda r: (r.curve()[-1] if r.sampled else math.inf, r.config))
     for row in order:
-        curve, band = row.curve(), row.band()
+        curve, band = row.curve(), row.band
         wins, trials, (low, high) = row.success()
         best = row.best
         cells = [row.config, _fmt(row.baseline.fid) if row.baseline else "n/a"]
@@ -273,7 +276,7 @@ def plot_budget_curves(rows: Sequence[TuningRow], path: Path) -> bool:
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
     for row in drawn:
-        curve, band = row.curve(), row.band()
+        curve, band = row.curve(), row.band
         n = list(range(1, len(curve) + 1))
         finite = [(i, c, lo, hi) for i, c, (lo, hi) in zip(n, curve, band, strict=True) if math.isfinite(c)]
         if not finite:
