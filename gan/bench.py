@@ -1,6 +1,11 @@
 """Training throughput: a K-member pack, a single run, and a bare PyTorch loop of one model, in one process.
 
-    python -m gan.bench --data-root ../shared/mnist [--members 27] [--iters 1000] [--device cpu|cuda] [overrides ...]
+    python -m gan.bench data.root=../shared/mnist [--members 27] [--iters 1000] [--device cpu|cuda] [overrides ...]
+    gan-bench data.root=../shared/mnist --members 27                  # the same, as the installed console script
+
+The data folder is ``data.root=PATH``, as in every other command (``--data-root PATH``, the bench's old flag, still
+works; giving both with different folders is an error). The flags say how to time; the Hydra overrides (in any order
+with the flags) say what the timed run is.
 
 All sides use the composed config (the defaults plus any Hydra overrides given): the same G and D, losses, Adam
 settings, batch size and MNIST. The single run and the pack are ``gan.train``'s own Trainer (progress bar and
@@ -161,9 +166,31 @@ class Timer(Callback):
             self.seconds = time.perf_counter() - self.start
 
 
-def bench_config(data_root: str, run_dir: str, accelerator: str, overrides: Sequence[str]) -> DictConfig:
+def data_root_and_overrides(flag: str | None, overrides: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The data folder, given as ``data.root=PATH`` among the overrides (every command's spelling) or as the old
+    ``--data-root PATH`` flag (``flag``), and the other overrides. None when neither gives it (the config's
+    default). Two different folders are a ConfigError naming both: which one was meant cannot be guessed."""
+    given: list[tuple[str, str]] = []  # (as written, the folder)
+    rest = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+") == "data.root":
+            given.append((override, value))
+        else:
+            rest.append(override)
+    if flag is not None:
+        given.append((f"--data-root {flag}", flag))
+    if len({folder for _, folder in given}) > 1:
+        raise ConfigError(
+            f"gan.bench got two data folders, {' and '.join(written for written, _ in given)}: give one, as "
+            f"data.root=PATH (--data-root PATH is the old spelling of the same setting)."
+        )
+    return (given[0][1] if given else None), rest
+
+
+def bench_config(data_root: str | None, run_dir: str, accelerator: str, overrides: Sequence[str]) -> DictConfig:
     """The timed config: gan.train's, composed with the bench's settings and the user's overrides (a bad override
-    is a ConfigError naming it, as in gan.train)."""
+    is a ConfigError naming it, as in gan.train); ``data_root`` None keeps the config's data folder."""
     try:
         return _compose_bench(data_root, run_dir, accelerator, overrides)
     except (HydraException, OmegaConfBaseException) as exc:
@@ -171,12 +198,12 @@ def bench_config(data_root: str, run_dir: str, accelerator: str, overrides: Sequ
         raise ConfigError(f"gan.bench overrides {' '.join(overrides) or '(none)'}: {exc}{cause}") from None
 
 
-def _compose_bench(data_root: str, run_dir: str, accelerator: str, overrides: Sequence[str]) -> DictConfig:
+def _compose_bench(data_root: str | None, run_dir: str, accelerator: str, overrides: Sequence[str]) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(
             "train",
             overrides=[
-                f"data.root={data_root}",
+                *([f"data.root={data_root}"] if data_root is not None else []),
                 f"run_dir={run_dir}",
                 "trainer.max_epochs=-1",
                 f"trainer.accelerator={accelerator}",
@@ -217,7 +244,12 @@ def time_lightning(cfg: DictConfig, members: list[dict[str, Any]], warmup: int, 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default="data", help="folder holding MNIST/raw/ (default: data)")
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        metavar="PATH",
+        help="the old spelling of the override data.root=PATH (preferred, as in every command; default: data)",
+    )
     parser.add_argument("--members", type=int, default=27, help="members of the pack (default 27)")
     parser.add_argument("--warmup", type=int, default=50, help="untimed iterations before each timing")
     parser.add_argument("--iters", type=int, default=500, help="timed iterations of the single run and reference")
@@ -232,8 +264,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="members of the pack also timed as single runs, one after another (spread over the pack)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.batch_size=128")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides of the timed training config, e.g. data.root=../shared/mnist data.batch_size=128",
+    )
+    args = parser.parse_intermixed_args(argv)  # flags and overrides in any order
     pack_iters_given = 1 if args.pack_iters is None else args.pack_iters
     if min(args.members, args.iters, args.rounds, args.warmup, args.sequential, pack_iters_given) < 1:
         parser.error("--members, --iters, --pack-iters, --rounds, --warmup and --sequential must be positive")
@@ -245,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pack_iters = args.pack_iters or max(20, args.iters // args.members)
 
     with exits_on_error(), tempfile.TemporaryDirectory(prefix="gan-bench-") as tmp:
-        cfg = bench_config(args.data_root, tmp, "gpu" if device.type == "cuda" else "cpu", args.overrides)
+        data_root, overrides = data_root_and_overrides(args.data_root, args.overrides)
+        cfg = bench_config(data_root, tmp, "gpu" if device.type == "cuda" else "cpu", overrides)
         torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
         member = member_config(OmegaConf.merge(cfg, {"seed": 0}))
         check_reference_can_match(member)
@@ -310,5 +347,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return summary
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``gan-bench`` console script: ``main`` without its return value, which a console script would pass to
+    ``sys.exit`` (a dict there prints itself to stderr and exits 1)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,7 +1,9 @@
 """``python -m gan.evaluate ckpt_path=PATH data.root=ROOT``: the lab's sample-quality metrics for a checkpoint.
 
 Draws ``num_samples`` samples from the checkpoint's generator (the same evaluation noise as training uses by
-default) and prints the metrics of ``gan.eval.metrics`` as one JSON object.
+default) and prints the metrics of ``gan.eval.metrics`` as one JSON object on stdout. An evaluation of
+``PROGRESS_MIN_IMAGES`` samples or more says how far it has come on stderr (samples generated, featurized, then
+the metrics): 10,000 samples take 5 to 15 s on 2 CPU cores, more for a large generator or a busy machine.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import hydra
 from omegaconf import DictConfig
 
 from gan.errors import check_fraction, exits_on_error
-from gan.eval.classifier import load_evaluator
+from gan.eval.classifier import PROGRESS_MIN_IMAGES, Progress, load_evaluator
 from gan.eval.metrics import K_NEAREST
 from gan.eval.sampling import draw
 from gan.runs.checkpoints import check_sampling_args, checked_ema, finite_samples, load_generator
+from gan.runs.schema import CONF_DIR
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -26,12 +29,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     evaluator = load_evaluator(cfg.data.root, min_accuracy=min_accuracy)
     start = time.perf_counter()
     ema = checked_ema(module, cfg)
-    samples = finite_samples(draw(module, int(cfg.num_samples), int(cfg.seed), ema=ema), cfg.ckpt_path)
-    metrics = evaluator.score(samples, module.data_range)
+    num_samples = int(cfg.num_samples)
+    generator = "weight average" if module.sampling_generator(ema) is not module.generator else "trained"
+    progress = Progress("evaluate", enabled=num_samples >= PROGRESS_MIN_IMAGES)
+    progress.say(f"scoring {num_samples} samples of the {generator} generator of {cfg.ckpt_path}")
+    samples = finite_samples(draw(module, num_samples, int(cfg.seed), ema=ema, progress=progress), cfg.ckpt_path)
+    metrics = evaluator.score(samples, module.data_range, progress=progress)
+    progress.finish()
     result = {
         **{k: round(v, 5) for k, v in metrics.items()},
-        "num_samples": int(cfg.num_samples),
-        "generator": "weight average" if module.sampling_generator(ema) is not module.generator else "trained",
+        "num_samples": num_samples,
+        "generator": generator,
         "eval_s": round(time.perf_counter() - start, 2),
         "ckpt_path": str(cfg.ckpt_path),
     }
@@ -39,7 +47,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+# An absolute config path: the console script (gan-evaluate) imports this module by name, and Hydra reads a relative
+# path from a named module as a package (pkg://conf), which conf/ is not.
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with exits_on_error():
         run(cfg)

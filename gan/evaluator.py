@@ -3,6 +3,10 @@
 ``gan.eval.classifier``.
 
     python -m gan.evaluator data.root=../shared/mnist     # train (or verify) and print accuracy as JSON
+    gan-evaluator data.root=../shared/mnist               # the same, as the installed console script
+
+Training the evaluator (once per MNIST copy) says what it does, about how long it takes and how far it has come
+on stderr; stdout holds the JSON alone.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from gan.errors import ConfigError, check_count, exits_on_error
 from gan.eval.classifier import load_evaluator
 from gan.eval.corruptions import write_validation
+from gan.runs.schema import CONF_DIR
 
 
 def legacy_flags(argv: list[str]) -> list[str]:
@@ -34,7 +39,9 @@ def legacy_flags(argv: list[str]) -> list[str]:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluator")
+# An absolute config path: the console script (gan-evaluator) imports this module by name, and Hydra reads a relative
+# path from a named module as a package (pkg://conf), which conf/ is not.
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluator")
 def main(cfg: DictConfig) -> dict[str, object]:
     with exits_on_error():
         for key in ("data.download", "validate.enabled"):
@@ -50,6 +57,12 @@ def main(cfg: DictConfig) -> dict[str, object]:
     return summary
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m gan.evaluator`` and the ``gan-evaluator`` console script: the old flags rewritten, then Hydra's
+    main (which returns nothing, as a console script's exit status wants)."""
     sys.argv[1:] = legacy_flags(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -17,6 +17,7 @@ from gan.errors import exits_on_error
 from gan.eval.sampling import draw
 from gan.files import atomic_write
 from gan.runs.checkpoints import check_sampling_args, checked_ema, finite_samples, load_generator
+from gan.runs.schema import CONF_DIR
 
 
 def run(cfg: DictConfig) -> dict[str, str]:
@@ -46,7 +47,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+# An absolute config path: the console script (gan-sample) imports this module by name, and Hydra reads a relative
+# path from a named module as a package (pkg://conf), which conf/ is not.
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
     with exits_on_error():
         run(cfg)

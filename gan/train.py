@@ -16,12 +16,12 @@ from omegaconf import DictConfig
 from gan.errors import Interrupted, LabError, RunFailed
 from gan.runs.fit import train
 from gan.runs.plan import JobState
-from gan.runs.schema import register
+from gan.runs.schema import CONF_DIR, register
 
 register()  # the schema and the folder-name resolver, before Hydra composes
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")  # absolute: the gan-train script too
 def main(cfg: DictConfig) -> float:
     """Returns the final fid (the objective a Hydra sweeper minimises); NaN when the run has none.
 

@@ -79,8 +79,30 @@ def test_reference_loop_trains_the_same_model():
 def test_bench_refuses_switches_the_reference_does_not_implement(tmp_path, override, capsys):
     root = make_mnist(tmp_path / "data", n_train=512, n_test=16)
     with pytest.raises(SystemExit) as exit_info:  # a clear message and status 2, no traceback
-        bench.main(["--data-root", str(root), "--warmup", "1", "--iters", "2", override])
+        bench.main([f"data.root={root}", override, "--warmup", "1", "--iters", "2"])  # flags after overrides too
     assert exit_info.value.code == 2 and "does not implement" in capsys.readouterr().err
     cfg = OmegaConf.merge(bench.bench_config(str(root), str(tmp_path), "cpu", [override]), {"seed": 0})
     with pytest.raises(ConfigError, match="does not implement"):  # the check itself
         bench.check_reference_can_match(bench.member_config(cfg))
+
+
+def test_the_data_folder_is_data_root_as_everywhere_and_the_old_flag_still_works(tmp_path):
+    split = bench.data_root_and_overrides
+    assert split(None, ["data.root=../m", "data.batch_size=8"]) == ("../m", ["data.batch_size=8"])
+    assert split("../m", ["data.batch_size=8"]) == ("../m", ["data.batch_size=8"])  # --data-root, the old flag
+    assert split("../m", ["data.root=../m"]) == ("../m", [])  # both, agreeing
+    assert split(None, ["model.g_act=elu"]) == (None, ["model.g_act=elu"])  # neither: the config's default
+    with pytest.raises(ConfigError, match=r"two data folders, data.root=a and --data-root b: give one, as data.root="):
+        split("b", ["data.root=a"])
+    root = make_mnist(tmp_path / "data", n_train=64, n_test=16)
+    data_root, rest = split(None, [f"data.root={root}", "data.batch_size=8"])
+    cfg = bench.bench_config(data_root, str(tmp_path), "cpu", rest)
+    assert cfg.data.root == str(root) and cfg.data.batch_size == 8
+    assert bench.bench_config(None, str(tmp_path), "cpu", []).data.root == "data"  # conf/data/mnist.yaml's
+
+
+def test_two_different_data_folders_are_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--data-root", str(tmp_path / "a"), f"data.root={tmp_path / 'b'}", "--iters", "2"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"two data folders, data.root={tmp_path / 'b'} and --data-root " in err

@@ -1,10 +1,15 @@
-"""The ``gan.evaluate`` command: it scores a checkpoint and prints the metrics."""
+"""The ``gan.evaluate`` command: it scores a checkpoint and prints the metrics (progress lines on stderr for a large
+evaluation)."""
 
 import json
 
 import pytest
+from hydra import compose, initialize_config_dir
 
+from gan import evaluate
+from gan.eval.classifier import PROGRESS_MIN_IMAGES
 from gan.eval.metrics import METRIC_NAMES
+from gan.runs.schema import CONF_DIR
 from tests.helpers import _cli, run
 
 pytestmark = pytest.mark.slow  # every test trains a run and scores it with a freshly trained evaluator
@@ -23,5 +28,26 @@ def test_evaluate_command_prints_the_metrics(tmp_path, tiny_mnist):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(METRIC_NAMES) <= set(result) and result["num_samples"] == 50
+    assert "evaluate: " not in proc.stderr  # a small evaluation is quiet
     proc = _cli("gan.evaluate", f"ckpt_path={tmp_path}/none.ckpt", f"data.root={tiny_mnist}", cwd=tmp_path)
     assert proc.returncode == 2 and "error: ckpt_path=" in proc.stderr
+
+
+def test_a_large_evaluation_shows_its_progress_on_stderr_and_keeps_stdout_for_the_json(tmp_path, tiny_mnist, capsys):
+    _, run_dir = run(tmp_path, "run", tiny_mnist)
+    overrides = [f"ckpt_path={run_dir}/checkpoints/last.ckpt", f"data.root={tiny_mnist}", "min_evaluator_accuracy=0"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[*overrides, f"num_samples={PROGRESS_MIN_IMAGES}"])
+    capsys.readouterr()
+    result = evaluate.run(cfg)
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [json.dumps(result)]  # stdout: the JSON alone, for a pipe
+    lines = [line for line in err.splitlines() if line.startswith("evaluate: ")]  # not the evaluator's training
+    n = PROGRESS_MIN_IMAGES
+    assert lines[0] == f"evaluate: scoring {n} samples of the trained generator of {run_dir}/checkpoints/last.ckpt"
+    counted = [line.split(" (")[0] for line in lines[1:-2]]  # lines for a fifth of the work, ends always
+    assert counted[-1] == f"evaluate: {n}/{n} samples featurized"
+    assert f"evaluate: {n}/{n} samples generated" in counted
+    assert counted.index(f"evaluate: {n}/{n} samples generated") < counted.index(counted[-1])
+    assert lines[-2].startswith("evaluate: computing the metrics (fid, is, modes")
+    assert lines[-1].startswith("evaluate: done in ")

@@ -62,7 +62,19 @@ def test_report_numbers_match_the_results_files(sweep):
     assert fids == sorted(fids)  # ranked by fid
     text = (sweep / "report.md").read_text()
     best = result["configurations"][0].config
-    assert f"Best configuration: **{best}**" in text and "8 runs: 8 finished" in text
+    assert "8 runs: 8 finished" in text
+    # random tiny digits: most runs collapse, and the report says so before any ranking
+    records = [json.loads(f.read_text()) for f in sweep.glob("*/results.json")]
+    collapsed = [
+        r.get("first_collapse_iteration") is not None or any(e.get("verdict") == "collapsed" for e in r["evaluations"])
+        for r in records
+    ]
+    if sum(collapsed) > 4:
+        assert f"**{sum(collapsed)} of 8 runs collapsed**" in text.split("| rank")[0]
+    if all(collapsed):
+        assert f"the lowest fid: **{best}**" in text and "Best configuration" not in text
+    else:
+        assert f"Best configuration: **{best}**" in text
     rows = list(csv.DictReader((sweep / "results.csv").open()))
     assert len(rows) == 8 and {r["seed"] for r in rows} == {"0", "1"}
     assert all(r["status"] == "finished" and math.isfinite(float(r["final_fid"])) for r in rows)
@@ -126,3 +138,48 @@ def test_report_writes_what_it_can_and_lists_what_it_cannot(tmp_path, tiny_mnist
     assert (
         "results.json has evaluations without the metrics" in text and "0_good" not in text.split("did not finish")[1]
     )
+
+
+def test_progress_is_counted_every_tenth_but_not_every_run():
+    from gan.report import counter
+
+    for total, expected in ((45, [10, 20, 30, 40, 45]), (300, list(range(30, 301, 30))), (4, [4])):
+        said: list[str] = []
+        tell = counter(said.append, "{done}/{total}")
+        for done in range(1, total + 1):
+            tell(done, total)
+        assert said == [f"{n}/{total}" for n in expected]
+
+
+def test_the_report_says_how_far_it_got_on_stderr(tmp_path, capsys):
+    from gan.report import main
+    from tests.study.synthetic import write_losses, write_run
+
+    sweep = tmp_path / "sweep"
+    for seed in range(12):
+        act = "elu" if seed < 6 else "relu"
+        run_dir = write_run(sweep, f"{act}_{seed}", [f"model.g_act={act}", f"seed={seed}"], 40.0 + seed, dead=0.1)
+        write_losses(run_dir, range(10))
+    main([str(sweep)])
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert "read 10 of 12 run folders" in lines and "read 12 of 12 run folders" in lines
+    assert "  losses of 10 of 12 runs read" in lines and "  losses of 12 of 12 runs read" in lines
+    drawn = [line for line in lines if line.startswith("drawing ")]
+    assert drawn == [
+        f"drawing {name} ..." for name in ("fid_heatmap.png", "curves.png", "samples.png", "mechanism.png")
+    ]
+    # the figures that cannot be drawn here say why, after the line that started them
+    heatmap = lines.index("drawing fid_heatmap.png ...")
+    assert lines[heatmap + 1].startswith("fid_heatmap.png left out: the sweep does not vary both model.g_act")
+    assert "samples.png left out: no run has a sample grid" in lines
+    assert (
+        lines.index("read 12 of 12 run folders")
+        < heatmap
+        < lines.index("writing report.md (main effects, rank correlations) ...")
+    )
+    assert lines[-1].startswith("done in ") and lines[-1].endswith(" s")
+    # stdout: the one line naming what was written, as before
+    assert out.splitlines() == [
+        f"12 runs, 2 configurations -> {sweep / 'report.md'}, results.csv, curves.png, mechanism.png"
+    ]

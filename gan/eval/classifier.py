@@ -6,6 +6,10 @@ use) and cached with the SHA-256 of the files it was trained on and its test acc
 version or contents do not match is rebuilt, never silently used. The cache also holds the test split's features and
 logits: the real reference statistics every evaluation compares against.
 
+Training it says on stderr what it does, about how long it takes and where the result goes, then how far it has
+come (a line every fifth of an epoch); ``Progress`` prints those lines, and an evaluation's (samples generated and
+featurized, then the metrics) for evaluations of ``PROGRESS_MIN_IMAGES`` images or more.
+
     python -m gan.evaluator data.root=../shared/mnist     # train (or verify) and print accuracy as JSON
 """
 
@@ -15,8 +19,9 @@ import copy
 import hashlib
 import os
 import stat
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +31,92 @@ from torch import nn
 
 from gan.data import SPLIT_FILES, _existing, check_files, ensure_mnist, load_split, raw_folder, to_flat_images
 from gan.errors import DataError
-from gan.eval.metrics import features_metrics, kth_neighbour_radius
+from gan.eval.metrics import METRIC_NAMES, features_metrics, kth_neighbour_radius
 from gan.files import atomic_write
 from gan.images import IMAGE_SIZE, to_unit
 
 EVALUATOR_VERSION = 2  # bump when the architecture or training recipe changes: old caches are rebuilt
 MIN_TEST_ACCURACY = 0.99
 CACHE_NAME = "mnist_evaluator.pt"
+# Measured: 4 epochs over the 60k training images took about 90 s on 2 CPU cores (the README's setup machine); the
+# announcement scales it by the images and epochs, so that a user knows whether to wait or get a coffee.
+TRAIN_SECONDS_PER_IMAGE_EPOCH = 90 / (60_000 * 4)
+# Evaluations of fewer images (samples x members) print no progress: they end within seconds on 2 CPU cores (10,000
+# samples take 5 to 15 s), and lines for a few seconds' work would be noise in every evaluation's output.
+PROGRESS_MIN_IMAGES = 5_000
+
+
+def say(line: str) -> None:
+    """One progress line on stderr: a command's stdout keeps its result alone (gan.evaluate's JSON, for a pipe)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """``0.3 s``, ``12 s`` or ``1.5 minutes``: how long, the way a user reads it."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} minutes"
+
+
+class Progress:
+    """Lines that say how far long work has come, so that minutes of silence never look like a hang.
+
+    Work comes in phases (``phase``: what is counted, how many); ``advance`` prints ``LABEL: done/total WHAT (pct,
+    time so far, about T left)`` each time another ``1/lines`` of the phase is done, at most one line every
+    ``min_interval`` seconds (the phase's end always), so a quick phase prints only its end. ``enabled=False``
+    silences everything: callers switch it off for work that ends in seconds. ``write`` takes each line (default:
+    stderr; in training, above Lightning's progress bar). Counting costs nothing measurable: no device sync.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        enabled: bool = True,
+        write: Callable[[str], None] | None = None,
+        lines: int = 5,
+        min_interval: float = 1.0,
+    ) -> None:
+        self.label = label
+        self.enabled = enabled
+        self.write = write or say
+        self.lines = max(1, int(lines))
+        self.min_interval = float(min_interval)
+        self.started = time.perf_counter()
+        self.phase("", 0)
+
+    def say(self, text: str) -> None:
+        """A line of its own (what starts, what is done), when enabled."""
+        if self.enabled:
+            self.write(f"{self.label}: {text}")
+
+    def phase(self, what: str, total: int) -> None:
+        """Start counting ``total`` units of ``what`` (e.g. ``samples featurized``)."""
+        self.what, self.total, self.done = what, int(total), 0
+        self._next_mark = 1  # the next line is due when done / total >= _next_mark / lines
+        self._phase_start = self._last_line = time.perf_counter()
+
+    def advance(self, count: int = 1, note: Callable[[], str] | None = None) -> None:
+        """``count`` more units done; a line when one is due (``note()``, read only then, is added to it)."""
+        self.done += int(count)
+        if not self.enabled or self.total <= 0 or self.done * self.lines < self._next_mark * self.total:
+            return
+        self._next_mark = self.done * self.lines // self.total + 1
+        now = time.perf_counter()
+        finished = self.done >= self.total
+        if not finished and now - self._last_line < self.min_interval:
+            return
+        self._last_line = now
+        elapsed = now - self._phase_start
+        fraction = min(1.0, self.done / self.total)
+        timing = duration(elapsed)
+        if not finished:
+            timing += f", about {duration(elapsed * (1 - fraction) / fraction)} left"
+        extra = f", {note()}" if note is not None else ""
+        self.say(f"{self.done}/{self.total} {self.what} ({fraction:.0%}{extra}; {timing})")
+
+    def finish(self, text: str = "done") -> None:
+        """The closing line, with the time since the start."""
+        self.say(f"{text} in {duration(time.perf_counter() - self.started)}")
 
 
 class MNISTClassifier(nn.Module):
@@ -82,15 +166,23 @@ class Evaluator:
     path: Path
 
     def embed(
-        self, images: torch.Tensor, value_range: Sequence[float], batch_size: int = 2000
+        self,
+        images: torch.Tensor,
+        value_range: Sequence[float],
+        batch_size: int = 2000,
+        progress: Progress | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and logits of N x 1024 images given in ``value_range`` (clamped to it, as pixels are), on the
-        CPU."""
-        feats, logits = self.embed_members(images.unsqueeze(0), [value_range], batch_size)
+        CPU; ``progress`` advances by each batch's images."""
+        feats, logits = self.embed_members(images.unsqueeze(0), [value_range], batch_size, progress)
         return feats[0].cpu(), logits[0].cpu()
 
     def embed_members(
-        self, images: torch.Tensor, value_ranges: Sequence[Sequence[float]], batch_size: int = 2000
+        self,
+        images: torch.Tensor,
+        value_ranges: Sequence[Sequence[float]],
+        batch_size: int = 2000,
+        progress: Progress | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features [n, N, 256] and logits [n, N, 10] of n members' images [n, N, 1024], member i's given in
         ``value_ranges[i]``; all members' images pass through the classifier together, ``batch_size`` at a time,
@@ -100,12 +192,19 @@ class Evaluator:
         lows = torch.tensor([float(r[0]) for r in value_ranges], device=device).view(-1, 1, 1)
         spans = torch.tensor([float(r[1]) - float(r[0]) for r in value_ranges], device=device).view(-1, 1, 1)
         unit = to_unit(images.to(device), lows, spans).view(n * count, -1)
-        feats, logits = embed(self.model, unit, (0.0, 1.0), batch_size, keep_device=True)
+        feats, logits = embed(self.model, unit, (0.0, 1.0), batch_size, keep_device=True, progress=progress)
         return feats.view(n, count, -1), logits.view(n, count, -1)
 
-    def score(self, samples: torch.Tensor, value_range: Sequence[float]) -> dict[str, float]:
-        """All metrics of N x 1024 samples (in ``value_range``) against the MNIST test split."""
-        feats, logits = self.embed(samples, value_range)
+    def score(
+        self, samples: torch.Tensor, value_range: Sequence[float], progress: Progress | None = None
+    ) -> dict[str, float]:
+        """All metrics of N x 1024 samples (in ``value_range``) against the MNIST test split; ``progress`` (when
+        given) counts the samples featurized, then says when the metrics are computed."""
+        if progress is not None:
+            progress.phase("samples featurized", len(samples))
+        feats, logits = self.embed(samples, value_range, progress=progress)
+        if progress is not None:
+            progress.say(f"computing the metrics ({', '.join(METRIC_NAMES)})")
         return features_metrics(feats, logits, self.test_features, self.test_radii)
 
     def to(self, device: torch.device | str) -> Evaluator:
@@ -131,9 +230,10 @@ def embed(
     value_range: Sequence[float],
     batch_size: int = 2000,
     keep_device: bool = False,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and logits of N x 1024 images given in ``value_range`` (clamped to it, as pixels are); on the
-    CPU, or on the model's device with ``keep_device``."""
+    CPU, or on the model's device with ``keep_device``. ``progress`` advances by each batch's images."""
     lo, hi = float(value_range[0]), float(value_range[1])
     model.eval()
     device = next(model.parameters()).device
@@ -143,6 +243,8 @@ def embed(
         f, lg = model.features_and_logits(unit)
         feats.append(f if keep_device else f.cpu())
         logits.append(lg if keep_device else lg.cpu())
+        if progress is not None:
+            progress.advance(len(chunk))
     return torch.cat(feats), torch.cat(logits)
 
 
@@ -169,29 +271,46 @@ def cache_path(root: str | Path) -> Path:
 
 
 def train_classifier(
-    root: str | Path, epochs: int = 4, batch_size: int = 128, seed: int = 0, log: bool = True
+    root: str | Path,
+    epochs: int = 4,
+    batch_size: int = 128,
+    seed: int = 0,
+    log: bool = True,
+    cache: Path | None = None,
 ) -> tuple[MNISTClassifier, float]:
-    """Train on the 60k train split, return the model and its accuracy on the 10k test split."""
+    """Train on the 60k train split, return the model and its accuracy on the 10k test split.
+
+    With ``log`` it says up front what it does and about how long it takes (minutes on a laptop's CPU, once), then
+    a line every fifth of an epoch (batches done, epoch, loss, time left): a first run waits for it silently
+    otherwise. ``cache`` is where the result will be kept, named in the announcement."""
     torch.manual_seed(seed)
     train_x, train_y = load_split(root, "train")
     x = to_flat_images(train_x, (0.0, 1.0))
     model = MNISTClassifier()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    steps = epochs * (len(x) // batch_size)
+    per_epoch = len(x) // batch_size
+    steps = epochs * per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     gen = torch.Generator().manual_seed(seed)
+    progress = Progress("evaluator", enabled=log, lines=5 * epochs, min_interval=0.0)
+    estimate = duration(TRAIN_SECONDS_PER_IMAGE_EPOCH * len(x) * epochs)
+    kept = f"; cached in {cache} for later runs" if cache is not None else ""
+    progress.say(
+        f"training the MNIST evaluator classifier once, the feature extractor of every sample metric: {epochs} "
+        f"epoch{'s' if epochs != 1 else ''} over {len(x)} images (about {estimate} on 2 CPU cores{kept})"
+    )
+    progress.phase("batches", steps)
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=gen)
-        for i in range(len(x) // batch_size):
+        for i in range(per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
             loss = F.cross_entropy(model(x[idx]), train_y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-        if log:
-            print(f"evaluator epoch {epoch + 1}/{epochs}: last batch loss {loss.item():.4f}", flush=True)
+            progress.advance(1, lambda e=epoch, lo=loss: f"epoch {e + 1}/{epochs}, batch loss {lo.item():.4f}")
     model.eval()
     return model, _accuracy(model, root)
 
@@ -220,10 +339,10 @@ def _load_cache(path: Path, checksums: dict[str, str]) -> Evaluator | None:
         feats, logits, radii = blob["test_features"], blob["test_logits"], blob["test_radii"]
         accuracy = float(blob["test_accuracy"])
     except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt
-        print(f"evaluator cache {path} is unreadable ({type(exc).__name__}); rebuilding it", flush=True)
+        say(f"evaluator cache {path} is unreadable ({type(exc).__name__}); rebuilding it")
         return None
     if stale:
-        print(f"evaluator cache {path} was made from other data or an older version; rebuilding it", flush=True)
+        say(f"evaluator cache {path} was made from other data or an older version; rebuilding it")
         return None
     return Evaluator(model.eval(), accuracy, feats, logits, radii, path)
 
@@ -251,12 +370,13 @@ def _load_or_train(root: str | Path, download: bool, train_if_missing: bool, min
     if not train_if_missing:
         raise DataError(f"No valid evaluator cache at {path}; run python -m gan.evaluator data.root={root}.")
     start = time.perf_counter()
-    model, accuracy = train_classifier(root)
+    model, accuracy = train_classifier(root, cache=path)
     if accuracy < min_accuracy:
         raise DataError(
             f"The evaluator reached {accuracy:.4f} test accuracy, below the {min_accuracy} it must reach; "
             f"not caching it. Is {raw_folder(root)} the real MNIST?"
         )
+    say(f"evaluator: test accuracy {accuracy:.4f}; computing the test split's reference features")
     feats, logits, radii = _reference(model, root)
     cache = {
         "version": EVALUATOR_VERSION,
@@ -269,5 +389,5 @@ def _load_or_train(root: str | Path, download: bool, train_if_missing: bool, min
         "train_seconds": round(time.perf_counter() - start, 1),
     }
     atomic_write(path, lambda tmp: torch.save(cache, tmp))
-    print(f"evaluator trained in {time.perf_counter() - start:.0f} s: test accuracy {accuracy:.4f}, cached at {path}")
+    say(f"evaluator trained in {duration(time.perf_counter() - start)}: test accuracy {accuracy:.4f}, saved to {path}")
     return Evaluator(model, accuracy, feats, logits, radii, path)

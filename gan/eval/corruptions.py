@@ -3,7 +3,7 @@ sets of the collapse verdicts).
 
 A sound distance grows as images get worse. ``validate_metrics`` scores 10,000 real training images against the
 evaluator's test-set reference, clean and under six corruptions at four increasing severities (as the FID-MNIST
-validations do), so that the README can show fid, precision, recall and modes rising or falling with severity and a
+validations do), so that docs/metrics.md can show fid, precision, recall and modes rising or falling with severity and a
 test can pin it. Images are N x 28 x 28 floats in [0, 1] here; they are scored after the lab's own padding to 32x32.
 """
 

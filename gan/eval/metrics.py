@@ -26,7 +26,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 CONFIDENCE = 0.9
 MODE_SHARE = 0.01
 K_NEAREST = 3
-# Collapse verdicts, from the calibration sets (README "Collapse verdicts"; gan.eval.corruptions.calibration_sets):
+# Collapse verdicts, from the calibration sets (docs/metrics.md; gan.eval.corruptions.calibration_sets):
 # real digits of 2 classes cover 2 modes, of 9 classes 9, of all 10 classes 10; the fixed-noise diversity of real
 # digits of one class is 0.56 (all ones) to 0.80 (all zeros), of one image repeated 0.0005; every run of the GPU
 # study that failed covered 0 to 2 modes.

@@ -129,6 +129,11 @@ def jacobian_conditioning(generator: nn.Module, z: torch.Tensor) -> dict[str, to
     return {"log_cond_mean": log_cond.mean(1), "log_cond_std": log_cond.std(1, unbiased=False)}
 
 
+# The diagnostics' TensorBoard group: named to sort after eval/, samples/ and train/ (TensorBoard orders groups
+# alphabetically, and a dashboard should open on the answer, not on 100 per-layer cards).
+DIAG_TAG = "train_diag"
+
+
 def summarize(scalars: Mapping[str, float]) -> dict[str, float]:
     """One member's probe as results.json keeps it: per network the dead and saturated shares averaged over its
     hidden layers, and G's conditioning."""
@@ -136,11 +141,13 @@ def summarize(scalars: Mapping[str, float]) -> dict[str, float]:
     for net in ("G", "D"):
         for stat in ("dead", "saturated"):
             values = [
-                v for tag, v in scalars.items() if tag.startswith(f"diag/{net}/layer") and tag.endswith(f"/{stat}")
+                v
+                for tag, v in scalars.items()
+                if tag.startswith(f"{DIAG_TAG}/{net}/layer") and tag.endswith(f"/{stat}")
             ]
             if values:
                 summary[f"{net}_{stat}"] = sum(values) / len(values)
     for stat in ("log_cond_mean", "log_cond_std"):
-        if f"diag/G/jacobian_{stat}" in scalars:
-            summary[f"G_jacobian_{stat}"] = scalars[f"diag/G/jacobian_{stat}"]
+        if f"{DIAG_TAG}/G/jacobian_{stat}" in scalars:
+            summary[f"G_jacobian_{stat}"] = scalars[f"{DIAG_TAG}/G/jacobian_{stat}"]
     return summary

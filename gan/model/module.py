@@ -319,9 +319,10 @@ class GANModule(L.LightningModule):
 
     def _is_logging_step(self) -> bool:
         """Scalars are read every ``log_every_n_steps`` iterations (that is also where divergence is checked: a GPU
-        syncs only there, not every step)."""
+        syncs only there, not every step). Asked after the iteration's optimizer steps, so ``iteration`` counts it:
+        the 50th, 100th, ... iteration is logged, as the evaluations after 50, 100, ... iterations are."""
         every = self.trainer.log_every_n_steps
-        return every > 0 and (self.iteration + 1) % every == 0
+        return every > 0 and self.iteration % every == 0
 
     # ----------------------------------------------------------------- optimizers and checkpoints
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:

@@ -3,7 +3,7 @@ of a pack may differ in it, and what it means. Everything else derives from it: 
 settings a GANModule member is built from and checkpoints store), ``SHARED_KEYS`` (what a pack's members share),
 the config schema's ``model`` node (``gan.runs.schema``), the keys a pack's jobs may differ in
 (``gan.runs.packing``), ``gan.bench``'s check that a member is at the defaults the reference loop implements, and
-the ``model.*`` rows of the README's knob table (``knob_rows``; a test keeps them equal).
+the ``model.*`` rows of docs/knobs.md's knob table (``knob_rows``; a test keeps them equal).
 
 Adding a per-member setting is one field here (name, default, ``shared=False``, its meaning) plus the code that
 uses it.
@@ -238,7 +238,7 @@ def member_hparams(**settings: Any) -> dict[str, Any]:
     if unknown:
         raise ConfigError(
             f"Unknown model setting(s) {', '.join(unknown)}. Valid settings: {', '.join(SPEC_FIELDS)} "
-            f"(gan/model/spec.py; the README's knob table says what each does)."
+            f"(gan/model/spec.py; docs/knobs.md's knob table says what each does)."
         )
     m = {name: _plain(settings[name]) if name in settings else default(name) for name in SPEC_FIELDS}
     m["act_params"] = {k: dict(v or {}) for k, v in (m["act_params"] or {}).items()}
@@ -306,7 +306,7 @@ def shared_settings(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _shown(value: Any) -> str:
-    """A default as the README's knob table writes it (YAML's spelling)."""
+    """A default as docs/knobs.md's knob table writes it (YAML's spelling)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -15,11 +15,12 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from gan.data import MNISTDataModule
-from gan.errors import ConfigError
+from gan.errors import ConfigError, RunFailed
 from gan.eval.metrics import METRIC_NAMES
 from gan.runs.checkpoints import read_checkpoint
 from gan.runs.packing import merge_checkpoints
 from gan.runs.rundir import MemberRun, RunResults, claim_run_dir
+from gan.runs.runlog import log_run
 
 
 def instantiate(node: Any, group: str, **kwargs: Any) -> Any:
@@ -46,6 +47,15 @@ def lightning_max_steps(max_steps: int | None, d_steps: int) -> int:
     if max_steps is None or int(max_steps) < 0:
         return -1
     return int(max_steps) * (int(d_steps) + 1)
+
+
+def fast_dev_iterations(trainer: Any) -> int:
+    """``trainer.fast_dev_run`` as generator iterations (0: off; ``true``: 1). Lightning's meaning: a few
+    iterations to find bugs, with no loggers, checkpoints or (here) evaluations and diagnostics."""
+    value = trainer.get("fast_dev_run", False) if trainer is not None else False
+    if isinstance(value, bool):
+        return int(value)
+    return int(value) if isinstance(value, int) and value > 0 else 0
 
 
 def data_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -77,16 +87,17 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     implement them."""
     callbacks = [instantiate(c, f"callbacks.{k}") for k, c in (cfg.get("callbacks") or {}).items() if c is not None]
     # sample quality and diagnostics: their values are checked even when they are switched off; only then left out
-    # (a callback that does nothing still costs Lightning a call per hook and batch)
+    # (a callback that does nothing still costs Lightning a call per hook and batch); a fast_dev_run has neither
+    fast_dev_run = fast_dev_iterations(cfg.trainer) > 0
     if cfg.get("eval"):
         quality = instantiate(cfg.eval, "eval", data_root=cfg.data.root)
-        callbacks += [quality] if quality.enabled else []
+        callbacks += [quality] if quality.enabled and not fast_dev_run else []
     if cfg.get("diag"):
         diagnostics = instantiate(cfg.diag, "diag")
-        callbacks += [diagnostics] if diagnostics.enabled else []
+        callbacks += [diagnostics] if diagnostics.enabled and not fast_dev_run else []
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    if not cfg.trainer.get("enable_checkpointing", True):
+    if not cfg.trainer.get("enable_checkpointing", True) or fast_dev_run:
         callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
     return callbacks
 
@@ -106,11 +117,13 @@ class PackCheckpointIO(TorchCheckpointIO):
 def build_trainer(
     cfg: DictConfig, d_steps: int, callbacks: Sequence[Callback] = (), plugins: Sequence[Any] = ()
 ) -> L.Trainer:
-    """The Trainer ``cfg.trainer`` configures (its ``max_steps`` in optimizer steps); each member logs to its own
-    loggers (``MemberRun``), so the Trainer has none."""
+    """The Trainer ``cfg.trainer`` configures (its ``max_steps`` and ``fast_dev_run`` in optimizer steps, as
+    Lightning counts); each member logs to its own loggers (``MemberRun``), so the Trainer has none."""
+    fast = fast_dev_iterations(cfg.trainer)
     return instantiate(
         cfg.trainer,
         "trainer",
+        fast_dev_run=lightning_max_steps(fast, d_steps) if fast else False,
         max_steps=lightning_max_steps(cfg.trainer.get("max_steps"), d_steps),
         callbacks=list(callbacks),
         logger=False,
@@ -118,16 +131,30 @@ def build_trainer(
     )
 
 
+# The metrics TensorBoard's HPARAMS tab compares runs by, in this order (eval/collapse: 0 healthy, 1 partial
+# collapse, 2 collapsed; eval/diversity: the fixed-noise grid's, 1 = as varied as real digits of one class).
+HPARAMS_METRICS = ("fid", "collapse", "diversity", "modes", "recall", "precision", "is", "kl_uniform")
+
+
 def metric_tags(cfg: DictConfig, member: Mapping[str, Any]) -> list[str]:
-    """The scalar tags a run's evaluations log (what TensorBoard's HPARAMS tab compares runs by)."""
+    """The scalar tags a run's evaluations log that TensorBoard's HPARAMS tab compares runs by."""
     if not (cfg.get("eval") and cfg.eval.get("enabled")):
         return []
-    prefixes = ["eval"] + (["eval_no_ema"] if member.get("g_ema") else [])
-    return [f"{prefix}/{name}" for prefix in prefixes for name in METRIC_NAMES]
+    tags = [f"eval/{name}" for name in HPARAMS_METRICS]
+    return tags + ([f"eval_no_ema/{name}" for name in METRIC_NAMES] if member.get("g_ema") else [])
+
+
+def build_loggers(config: Mapping[str, Any]) -> list[Any]:
+    """A run's loggers (``logger``: one Lightning logger, or none); none in a fast_dev_run (Lightning's meaning)."""
+    logger = config.get("logger")
+    if not logger or fast_dev_iterations(config.get("trainer")) > 0:
+        return []
+    return [instantiate(logger, "logger")]
 
 
 def member_runs(plans: Sequence[Any]) -> list[MemberRun]:
-    """Each member's run directory, results record (written now: status running) and loggers."""
+    """Each member's run directory, results record (written now: status running) and loggers. A logger that
+    cannot be built leaves every member's record ``failed`` with the reason (and raises RunFailed)."""
     runs = []
     for index, plan in enumerate(plans):
         claim_run_dir(plan.run_dir)  # held until this process ends: no other run writes here meanwhile
@@ -136,10 +163,19 @@ def member_runs(plans: Sequence[Any]) -> list[MemberRun]:
         if previous:
             record.continue_from(previous)
         record.write()
-        logger = plan.config.get("logger")
-        loggers = [instantiate(logger, "logger")] if logger else []
-        run = MemberRun(index, plan.run_dir, record, loggers)
-        cfg = OmegaConf.create(plan.config)
-        run.log_config(OmegaConf.to_yaml(cfg), metric_tags(cfg, plan.member))
+        resumed = f", resuming {plan.ckpt_path}" if plan.ckpt_path else ""
+        named = " ".join(f"{k}={v}" for k, v in plan.named) or "the defaults"
+        log_run(plan.run_dir, f"{plan.job}: training {named}{resumed} (member {index + 1} of {len(plans)})")
+        try:
+            loggers = build_loggers(plan.config)
+            run = MemberRun(index, plan.run_dir, record, loggers)
+            cfg = OmegaConf.create(plan.config)
+            run.log_config(OmegaConf.to_yaml(cfg), metric_tags(cfg, plan.member), plan.named)
+        except Exception as exc:  # noqa: BLE001 - any logger's failure: every member recorded, then reported
+            reason = f"the logger failed: {type(exc).__name__}: {exc}"
+            for earlier in runs:
+                earlier.record.finish("failed", 0, reason)
+            record.finish("failed", 0, reason)  # the members after it were not started: their folders as they were
+            raise RunFailed("failed", reason) from exc
         runs.append(run)
     return runs

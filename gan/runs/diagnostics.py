@@ -4,14 +4,14 @@ Every ``diag.every_n_steps`` iterations (only then: hooks are attached for one e
 removed again, so other iterations pay nothing), for each member of the pack into its own logs, and for every
 hidden layer K of each network:
 
-- ``diag/{G,D}/layerK/dead``: share of units whose output is ~0 (|y| <= ``dead_threshold``) for the whole batch;
-- ``diag/{G,D}/layerK/saturated``: share of outputs within ``saturation_margin`` of a finite bound of the
+- ``train_diag/{G,D}/layerK/dead``: share of units whose output is ~0 (|y| <= ``dead_threshold``) for the whole batch;
+- ``train_diag/{G,D}/layerK/saturated``: share of outputs within ``saturation_margin`` of a finite bound of the
   activation's range (tanh and sigmoid: either end; hardtanh: its clamps; ReLU family: the floor at 0 or -alpha);
   0 for activations without finite bounds (identity, leaky_relu);
 - ``pre_mean``, ``pre_std``, ``act_mean``, ``act_std``: pre-activation and activation statistics;
 - ``grad_norm``: L2 norm of the layer's weight and bias gradients from the latest update of that network;
-- histograms ``diag/{G,D}/layerK/pre`` and ``.../act`` (``diag.histograms``);
-- ``diag/G/jacobian_log_cond_mean`` and ``..._std``: G's conditioning (Odena et al. 2018): the log condition
+- histograms ``train_diag/{G,D}/layerK/pre`` and ``.../act`` (``diag.histograms``);
+- ``train_diag/G/jacobian_log_cond_mean`` and ``..._std``: G's conditioning (Odena et al. 2018): the log condition
   number (largest over smallest singular value) of G's input-output Jacobian at each of ``diag.jacobian_samples``
   probe z, its mean and spread over those z.
 
@@ -32,7 +32,7 @@ import lightning as L
 import torch
 
 from gan.errors import check_count, check_fraction
-from gan.eval.probes import grad_norms, jacobian_conditioning, probe, summarize
+from gan.eval.probes import DIAG_TAG, grad_norms, jacobian_conditioning, probe, summarize
 from gan.model.population import buffers_restored, member_generators
 from gan.runs.callbacks import MemberCallback, Population
 
@@ -109,7 +109,7 @@ class ActivationDiagnostics(MemberCallback):
                 )
             norms = grad_norms(net)
             for k, found in layers.items():
-                prefix = f"diag/{tag}/layer{k}"
+                prefix = f"{DIAG_TAG}/{tag}/layer{k}"
                 table = {name: values.tolist() for name, values in found["stats"].items()}
                 table["grad_norm"] = norms[k].tolist()
                 for run in live:
@@ -122,7 +122,7 @@ class ActivationDiagnostics(MemberCallback):
             conditioning = jacobian_conditioning(pl_module.generator, z[:, : self.jacobian_samples])
             for name, values in conditioning.items():
                 for run, value in zip(live, values[[run.index for run in live]].tolist(), strict=True):
-                    scalars[run.index][f"diag/G/jacobian_{name}"] = value
+                    scalars[run.index][f"{DIAG_TAG}/G/jacobian_{name}"] = value
         for run in live:
             run.log_metrics(scalars[run.index], iteration)
             run.record.data["diagnostics"] = {"iteration": iteration, **summarize(scalars[run.index])}

@@ -27,9 +27,11 @@ from gan.eval.metrics import METRIC_NAMES
 from gan.model.module import GANModule
 from gan.runs.build import PackCheckpointIO, build_callbacks, build_datamodule, build_trainer, member_runs
 from gan.runs.callbacks import MemberCallback, MemberScalars, SignalStop, completed_epochs
+from gan.runs.console import quiet_lightning, run_line
 from gan.runs.packing import activation_order
 from gan.runs.plan import PLAIN_RUN, JobState, MemberPlan, prepare
 from gan.runs.rundir import LAST_CHECKPOINT, MemberRun, release_run_dir
+from gan.runs.runlog import log_run, run_logs
 
 # A run stopped by a signal saves mid-epoch; the data module resumes such an epoch at its next batch (its
 # state_dict), which Lightning's check for a resumable dataloader does not see.
@@ -60,6 +62,7 @@ def train_pack(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
 
 def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
     cfg = OmegaConf.create(plans[0].config)
+    quiet_lightning()
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = GANModule(members=[p.member for p in plans], checked=True)
     module.run_configs = [p.config for p in plans]
@@ -77,15 +80,16 @@ def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
     plugins = [PackCheckpointIO(resuming)] if resuming else []
     trainer = build_trainer(cfg, module.shared["d_steps"], build_callbacks(cfg), plugins)
     torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
-    runs = member_runs(plans)
-    scalars, stop = MemberScalars(), SignalStop()
-    trainer.callbacks.extend([scalars, stop])  # after Lightning's ordering: they run last in every hook
-    for callback in trainer.callbacks:
-        if isinstance(callback, MemberCallback):
-            callback.bind(runs)
     ckpt_path = resuming[0] if resuming else None
     try:
-        return _train(plans, module, datamodule, trainer, runs, stop, ckpt_path)
+        with run_logs([p.run_dir for p in plans]):  # each member's train.log: its own lines and the pack's
+            runs = member_runs(plans)
+            scalars, stop = MemberScalars(), SignalStop()
+            trainer.callbacks.extend([scalars, stop])  # after Lightning's ordering: they run last in every hook
+            for callback in trainer.callbacks:
+                if isinstance(callback, MemberCallback):
+                    callback.bind(runs)
+            return _train(plans, module, datamodule, trainer, runs, stop, ckpt_path)
     finally:
         for plan in plans:  # the folders are free again (a process that ends frees them anyway)
             release_run_dir(plan.run_dir)
@@ -172,16 +176,11 @@ def _summary(plan: MemberPlan, results: dict[str, Any], batches: int, wall_s: fl
         summary["reason"] = results["reason"]
     if results.get("final"):
         summary["final_metrics"] = {k: results["final"][k] for k in METRIC_NAMES}
+        summary["verdict"] = results["final"].get("verdict")
     return summary
 
 
 def _print_summary(summary: dict[str, Any], plan: MemberPlan, pack_size: int) -> None:
-    scores = ""
-    if summary.get("final_metrics"):
-        scores = " " + ", ".join(f"{k}={v:.3g}" for k, v in summary["final_metrics"].items()) + "."
-    where = f" (member of a pack of {pack_size})" if pack_size > 1 else ""
-    status = "Done" if summary["status"] == "finished" else summary["status"].capitalize()
-    print(
-        f"{status}: {summary['iterations']} iterations ({summary['epochs']} epochs) in {summary['wall_s']} s{where}."
-        f"{scores} Run directory: {summary['run_dir']}  (tensorboard --logdir {summary['run_dir']})"
-    )
+    line = run_line(summary, pack_size)
+    print(line)
+    log_run(plan.run_dir, line)

@@ -56,9 +56,9 @@ def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
     except Interrupted as exc:  # a signal stops the sweep (each member's last.ckpt and results.json are written)
         print(f"{', '.join(p.job for p in plans)}: run {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except RunFailed as exc:  # a pack of one that diverged or failed: recorded in its results.json
-        print(f"{plans[0].job}: run {exc}", file=sys.stderr)
-        return [{"status": exc.status, "reason": str(exc)}]
+    except RunFailed as exc:  # a pack of one that diverged, or a pack that failed: recorded in the results.json
+        print(f"{', '.join(p.job for p in plans)}: run {exc}", file=sys.stderr)
+        return [{"status": exc.status, "reason": str(exc)} for _ in plans]
     except LabError as exc:
         print(f"error: {', '.join(p.job for p in plans)}: {exc}", file=sys.stderr)
         return [{"status": "refused", "reason": str(exc)} for _ in plans]
@@ -125,6 +125,8 @@ class PackedLauncherBase(Launcher):
     def _prepare(self, idx: int, overrides: Sequence[str]) -> JobReturn:
         """Hydra's job setup (folder, ``.hydra/``) with ``prepare`` as the task: a plan, or the job's error."""
         assert self.config is not None and self.hydra_context is not None
+        # the sweep's own logging again: the previous job's set-up left its train.log as the root's file handler
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(sweep_config):

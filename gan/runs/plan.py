@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from lightning.pytorch.accelerators import AcceleratorRegistry
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan.data import check_settings, prepare_files
 from gan.errors import ConfigError, check_count
 from gan.model.augment import parse_policy
 from gan.model.spec import OPTIMIZER_ALIASES, member_hparams
-from gan.runs.build import build_callbacks
+from gan.runs.build import build_callbacks, build_loggers
 from gan.runs.checkpoints import read_checkpoint
+from gan.runs.devices import check_accelerator
+from gan.runs.names import named_overrides, swept_keys
 from gan.runs.packing import DATAMODULE_KEY
 from gan.runs.rundir import LAST_CHECKPOINT, RunResults, check_run_dir
 from gan.runs.schema import TrainConfig, check_schema
@@ -50,6 +51,7 @@ class JobState:
     name: str = "this run"  # how messages name the job: its number and overrides in a sweep
     keys: tuple[str, ...] = ()  # the config keys the command line sets
     groups: tuple[str, ...] = ()  # the config group choices the command line makes (``activation=same``)
+    named: tuple[tuple[str, str], ...] = ()  # (key, value) of what the run is (gan.runs.names.named_overrides)
 
     @classmethod
     def from_hydra(cls) -> JobState:
@@ -61,6 +63,7 @@ class JobState:
         overrides = OverridesParser.create().parse_overrides(task)
         choices = hydra_cfg.runtime.choices
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        swept = swept_keys(str(Path(str(hydra_cfg.sweep.dir)).resolve())) if multirun else frozenset()
         return cls(
             multirun=multirun,
             name=f"job {hydra_cfg.job.num} ({' '.join(task) or 'no overrides'})" if multirun else "this run",
@@ -68,6 +71,7 @@ class JobState:
             groups=tuple(
                 o.input_line for o in overrides if o.key_or_group in choices and not o.key_or_group.startswith("hydra")
             ),
+            named=tuple(named_overrides(task, swept)),
         )
 
 
@@ -86,6 +90,7 @@ class MemberPlan:
     in_place: bool = False  # a study resumed in its own folder (keeps its results so far)
     done: dict[str, Any] | None = None  # the results of a member that already finished: nothing to train
     resume_step: int | None = None
+    named: list[tuple[str, str]] = field(default_factory=list)  # what the run is: TensorBoard's HPARAMS columns
 
 
 # ----------------------------------------------------------------------------- resuming
@@ -271,17 +276,7 @@ def check_trainer(cfg: DictConfig) -> None:
             f"trainer: {exc}. See lightning.Trainer's arguments (+trainer.NAME=VALUE adds one)."
         ) from None
     accelerator = str(arguments.get("accelerator", "auto"))
-    names = sorted(AcceleratorRegistry.available_accelerators() | {"auto", "gpu"})
-    if accelerator not in names:
-        raise ConfigError(
-            f"trainer: accelerator {accelerator!r} is not known. Available names are: {', '.join(names)}."
-        )
-    registered = {"gpu": "cuda"}.get(accelerator, accelerator)
-    if registered != "auto" and not AcceleratorRegistry[registered]["accelerator"].is_available():
-        raise ConfigError(
-            f"trainer.accelerator={accelerator}: no {registered} device on this machine. Use trainer.accelerator=auto "
-            f"(a GPU when there is one, else the CPU) or trainer.accelerator=cpu."
-        )
+    check_accelerator(accelerator)
     if str(arguments.get("precision", "32-true")) not in PRECISIONS:
         raise ConfigError(
             f"trainer: Precision {arguments.get('precision')} is invalid. Allowed precision values: "
@@ -313,6 +308,7 @@ def prepare(cfg: DictConfig, job: JobState = PLAIN_RUN) -> MemberPlan:
     step = resume_invariants(cfg, read_checkpoint(cfg.ckpt_path), job) if cfg.ckpt_path else None
     member = member_config(cfg)  # the seed names the run; its streams continue from the checkpoint
     check_trainer(cfg)
+    build_loggers(OmegaConf.to_container(cfg, resolve=True))  # its arguments, checked: a logger writes nothing yet
     check_settings(cfg.data.batch_size, cfg.data.train_size, member["d_steps"])  # the data module's own rules
     prepare_files(cfg.data.root, bool(cfg.data.download))  # all four MNIST files, from their headers
     if done is None:
@@ -326,4 +322,5 @@ def prepare(cfg: DictConfig, job: JobState = PLAIN_RUN) -> MemberPlan:
         in_place=bool(resume_from),
         done=done,
         resume_step=step,
+        named=list(job.named),
     )

@@ -10,25 +10,39 @@ generator with the best fid so far kept as ``checkpoints/best-fid.ckpt``.
 
 With ``model.g_ema`` the samples come from G's weight average, and the trained G is scored too, under
 ``eval_no_ema/`` (and ``no_ema`` in results.json), so the average's effect shows side by side.
+
+An evaluation of ``PROGRESS_MIN_IMAGES`` images or more (samples x members) prints progress lines on stderr, above
+Lightning's progress bar: what it scores, the samples generated and featurized, the metrics, the time it took.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from gan.errors import check_count, check_fraction
-from gan.eval.classifier import MIN_TEST_ACCURACY, Evaluator, load_evaluator
+from gan.eval.classifier import MIN_TEST_ACCURACY, PROGRESS_MIN_IMAGES, Evaluator, Progress, load_evaluator, say
 from gan.eval.metrics import K_NEAREST, VERDICTS, collapse_verdict, diversity
 from gan.eval.probes import jacobian_conditioning
 from gan.eval.sampling import eval_noise, score_members
 from gan.runs.callbacks import MemberCallback, Population, completed_epochs, epoch_due, save_member_checkpoints
 
 BEST_CHECKPOINT = "checkpoints/best-fid.ckpt"
+
+
+def progress_writer(trainer: L.Trainer) -> Callable[[str], None]:
+    """Where training's progress lines go: stderr, through tqdm's ``write`` when Lightning's bar is shown (it clears
+    the bar, writes the line and redraws the bar below it, so neither breaks the other; the bar's own ``print``
+    drops lines once the bar is closed, as it is before the last evaluation)."""
+    if trainer.progress_bar_callback is None:
+        return say
+    return lambda line: Tqdm.write(line, file=sys.stderr)
 
 
 class SampleQuality(MemberCallback):
@@ -133,10 +147,21 @@ class SampleQuality(MemberCallback):
         live = self.live(pl_module)
         members = [run.index for run in live]
         start = time.perf_counter()
-        scored = {
-            f"eval{suffix}": score_members(self.evaluator, pl_module, members, self.num_samples, self.seed, ema)
-            for suffix, ema in pl_module.sampler_variants()
-        }
+        progress = Progress(
+            f"evaluation at iteration {pl_module.iteration}",
+            enabled=self.num_samples * len(members) >= PROGRESS_MIN_IMAGES,
+            write=progress_writer(trainer),
+        )
+        each = f" of each of {len(members)} members" if len(members) > 1 else ""
+        progress.say(f"scoring {self.num_samples} samples{each}")
+        scored: dict[str, dict[int, dict[str, float]]] = {}
+        for suffix, ema in pl_module.sampler_variants():
+            if suffix:
+                progress.say(f"now the trained generator too (eval{suffix}/): {self.num_samples} samples{each}")
+            scored[f"eval{suffix}"] = score_members(
+                self.evaluator, pl_module, members, self.num_samples, self.seed, ema, progress=progress
+            )
+        progress.finish()
         eval_seconds = time.perf_counter() - start
         conditioning = self.conditioning(pl_module, members)
         iteration = pl_module.iteration

@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from torch.utils.tensorboard.summary import hparams
 from gan.errors import ConfigError, StorageError
 from gan.eval.metrics import METRIC_NAMES
 from gan.files import write_json_atomic
+from gan.runs.devices import check_accelerator
+from gan.runs.names import run_hparams
+from gan.runs.runlog import log_run
 
 RESULTS_NAME = "results.json"
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
@@ -257,12 +261,19 @@ class RunResults:
         self.data["iterations"] = record["iteration"]
         self.data["wall_s"] = record["wall_s"]
         self.write()
+        scores = ", ".join(f"{m}={record[m]:.4g}" for m in METRIC_NAMES if isinstance(record.get(m), (int, float)))
+        log_run(
+            self.path.parent,
+            f"evaluation at iteration {record['iteration']} (epoch {record.get('epochs')}): "
+            f"{record.get('verdict', 'no verdict')}; {scores}",
+        )
 
     def finish(self, status: str, iterations: int, reason: str | None = None) -> None:
         self.data.update(status=status, reason=reason, iterations=iterations, wall_s=self.wall_s)
         if self.data["evaluations"]:
             self.data["final"] = self.data["evaluations"][-1]
         self.write()
+        log_run(self.path.parent, f"{status} at iteration {iterations}" + (f": {reason}" if reason else ""))
 
     def continue_from(self, previous: RunResults) -> None:
         """A study resumed in place keeps the evaluations (and best) its interrupted run recorded."""
@@ -271,18 +282,6 @@ class RunResults:
         self.data["first_collapse_iteration"] = previous.data.get("first_collapse_iteration")
         self.data["resumed"] = previous.data.get("resumed", 0) + 1
         self._start -= float(previous.data.get("wall_s") or 0.0)
-
-
-def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config -> {"model/g_act": "relu", ...} with values TensorBoard's hparams accept."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_config(value, f"{name}/"))
-        else:
-            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    return flat
 
 
 class MemberRun:
@@ -303,9 +302,11 @@ class MemberRun:
         """The logger back ends that can ``method`` (e.g. ``add_image``, ``add_histogram``, ``add_text``)."""
         return [lg.experiment for lg in self.loggers if hasattr(lg.experiment, method)]
 
-    def log_config(self, config_yaml: str, metric_tags: list[str]) -> None:
-        """The run's config, logged once: as text, and as hyperparameters with the metric tags that TensorBoard's
-        HPARAMS tab compares runs by (their values are the scalars logged under those tags as training goes).
+    def log_config(self, config_yaml: str, metric_tags: list[str], named: Sequence[Sequence[str]] = ()) -> None:
+        """The run's config, logged once: whole as text (and ``hparams.yaml``), and the few settings that define the
+        run (``gan.runs.names.run_hparams``: activations, loss, stabilizers, learning rates, init, seed and what the
+        sweep varies, ``named``) as hyperparameters, with the metric tags that TensorBoard's HPARAMS tab compares
+        runs by (their values are the scalars logged under those tags as training goes).
 
         Lightning's ``log_hyperparams(params, metrics)`` would also log each metric at step 0, a false first point
         on every curve, so a TensorBoard logger gets the hparams summaries (torch's ``summary.hparams``) written by
@@ -318,22 +319,41 @@ class MemberRun:
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 writer = logger.experiment.file_writer  # made by the add_text above
-                for summary in hparams(flatten_config(config), dict.fromkeys(metric_tags, 0.0)):
+                for summary in hparams(run_hparams(config, named), dict.fromkeys(metric_tags, 0.0)):
                     writer.add_summary(summary)
                 save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", config)
             else:
-                logger.log_hyperparams(config)
+                logger.log_hyperparams(run_hparams(config, named))
 
 
 class RunDirGuard(HydraCallback):
-    """Hydra's run callback (``hydra.callbacks`` in conf/train.yaml): a single run's folder is checked and locked
-    before Hydra writes its ``.hydra/`` there, so a run refused for an occupied folder changes nothing in it."""
+    """Hydra's run callback (``hydra.callbacks`` in conf/train.yaml): before Hydra writes anything, the accelerator
+    asked for is checked (a sweep's once, for all its jobs), and a single run's folder is checked and locked, so a
+    run refused for a missing GPU or an occupied folder writes nothing."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         folder = Path(str(config.hydra.run.dir)).resolve()
         try:
+            _check_accelerator(config)
             check_run_dir(folder, in_place=False, multirun=False)
             claim_run_dir(folder)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        try:
+            _check_accelerator(config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+
+def _check_accelerator(config: Any) -> None:
+    """The command's ``trainer.accelerator`` (a swept value is checked by each job's own plan instead)."""
+    try:
+        accelerator = config.trainer.accelerator
+    except Exception:  # noqa: BLE001 - an interpolation or key the job's own checks word better
+        return
+    if accelerator is not None:
+        check_accelerator(accelerator)

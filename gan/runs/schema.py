@@ -15,8 +15,6 @@ Left open on purpose: ``trainer``, ``logger`` and ``callbacks`` hold Lightning's
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import MISSING, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -28,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from gan.errors import ConfigError
 from gan.model.init import INIT_SCHEMES
 from gan.model.spec import SPEC_FIELDS, SPEC_TYPES, config_key
+from gan.runs.names import run_subdir, safe_dirname
 from gan.runs.tuning import register_resolvers
 
 SCHEMA_NAME = "train_schema"
@@ -128,19 +127,6 @@ class TrainConfig:
     act: Optional[str] = None  # the one hidden activation of ``activation=same``
 
 
-def safe_dirname(text: str, limit: int = 200) -> str:
-    """A job's overrides as one folder name (Hydra's ``override_dirname``, written ``key:value+key:value``).
-
-    Only characters Hydra's override grammar takes unquoted remain, so a path into the folder can be passed back
-    as ``ckpt_path=...`` as it is: lists lose their brackets (``[32,32]`` -> ``32-32``), anything else odd becomes
-    ``-``; a name over ``limit`` characters is cut and ends in a short hash of the whole.
-    """
-    name = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).replace(",", "-"), str(text))
-    name = re.sub(r"[^A-Za-z0-9_.:@+%-]", "-", name) or "defaults"
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]  # stable: the same job gets the same folder every time
-    return name if len(name) <= limit else f"{name[: limit - 9]}@{digest}"
-
-
 def check_schema(cfg: DictConfig) -> None:
     """Refuse what composing let through: keys added with ``+`` that the schema does not have (Hydra's ``+``
     adds a key even to a typed node), and ``act`` given without the ``activation=same`` preset that reads it."""
@@ -158,7 +144,7 @@ def check_schema(cfg: DictConfig) -> None:
         )
         raise ConfigError(
             f"{key or 'config'}: {str(exc).splitlines()[0].rstrip('.')}.{valid} The config's keys and types are "
-            f"gan/runs/schema.py's (model.*: gan/model/spec.py's); the README's knob table says what each does."
+            f"gan/runs/schema.py's (model.*: gan/model/spec.py's); docs/knobs.md's knob table says what each does."
         ) from None
     model = plain.get("model", {})
     if plain.get("act") is not None and "${act}" not in (model.get("g_act"), model.get("d_act")):
@@ -175,6 +161,8 @@ def register() -> None:
     register_resolvers()
     if not OmegaConf.has_resolver("safe_dirname"):
         OmegaConf.register_new_resolver("safe_dirname", safe_dirname)
+    if not OmegaConf.has_resolver("run_subdir"):
+        OmegaConf.register_new_resolver("run_subdir", run_subdir)
 
 
 register()

@@ -5,6 +5,7 @@ collapse verdicts and its mechanism measures."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -104,11 +105,12 @@ def _overrides(job: Path) -> dict[str, str]:
     return parsed
 
 
-def find_runs(sweep: Path) -> list[Run]:
-    """Every job folder under ``sweep`` (one holding .hydra/ or results.json), labelled by what varies."""
+def find_runs(sweep: Path, progress: Callable[[int, int], None] | None = None) -> list[Run]:
+    """Every job folder under ``sweep`` (one holding .hydra/ or results.json), labelled by what varies.
+    ``progress`` is told (folders read, folders found) after each folder: a large sweep takes a while."""
     jobs = sorted({p.parent for p in sweep.rglob(RESULTS_NAME)} | {p.parent for p in sweep.rglob(".hydra")})
     runs, damaged = [], set()
-    for job in jobs:
+    for done, job in enumerate(jobs, 1):
         problem = RunResults.problem(job)
         try:
             overrides = _overrides(job)
@@ -117,6 +119,8 @@ def find_runs(sweep: Path) -> list[Run]:
             damaged.add(job)
         results = RunResults.load(job) if problem in (None, "no results.json") else None
         runs.append(Run(job, overrides, results, problem=None if problem == "no results.json" else problem))
+        if progress:
+            progress(done, len(jobs))
     # what varies, over the runs whose overrides could be read (a damaged one would make every key look varied)
     readable = [r for r in runs if r.path not in damaged]
     keys = sorted({k for r in readable for k in r.overrides if k not in NOT_CONFIGURATION})

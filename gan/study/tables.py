@@ -315,6 +315,48 @@ def _mechanism_lines(mechanism: dict[str, tuple[float, float, int]]) -> list[str
     return lines
 
 
+def collapse_count(runs: Sequence[Run]) -> tuple[int, int, bool]:
+    """(runs collapsed, runs, whether every scored run collapsed): a run collapsed when an evaluation of it was
+    judged collapsed, as the collapsed column counts it; "every scored run" is False when none was scored."""
+    collapsed = sum(r.first_collapse is not None for r in runs)
+    scored = [r for r in runs if r.latest and _finite_fid(r.latest.get("fid"))]
+    return collapsed, len(runs), bool(scored) and all(r.first_collapse is not None for r in scored)
+
+
+def _collapse_lead(runs: Sequence[Run]) -> list[str]:
+    """The line that leads the report when most runs collapsed: a reader who stops at the ranking must not take
+    the lowest fid of collapsed generators for a working configuration."""
+    collapsed, total, _ = collapse_count(runs)
+    if 2 * collapsed <= total:
+        return []
+    return [
+        "",
+        f"**{collapsed} of {total} runs collapsed** (an evaluation judged `collapsed`: the collapsed column below); "
+        "the fids rank mostly collapsed generators.",
+        "",
+    ]
+
+
+def _verdict_lines(rows: Sequence[ConfigRow], runs: Sequence[Run]) -> list[str]:
+    """The best and worst configurations named; when every scored run collapsed, the lowest and highest fid
+    instead, and no configuration called best (the least collapsed is not a configuration that works)."""
+    scored = [r for r in rows if r.fid.n > 0]
+    if not scored:
+        return []
+    if collapse_count(runs)[2]:
+        return [
+            "",
+            f"No configuration escaped collapse (every scored run had an evaluation judged collapsed); the lowest "
+            f"fid: **{scored[0].config}** (fid {scored[0].fid}); the highest: **{scored[-1].config}** "
+            f"(fid {scored[-1].fid}).",
+        ]
+    return [
+        "",
+        f"Best configuration: **{scored[0].config}** (fid {scored[0].fid}).",
+        f"Worst configuration: **{scored[-1].config}** (fid {scored[-1].fid}).",
+    ]
+
+
 def write_markdown(
     sweep: Path,
     runs: Sequence[Run],
@@ -324,8 +366,9 @@ def write_markdown(
     effects: dict[str, FactorEffect] | None = None,
     extra: Sequence[str] = (),
 ) -> str:
-    """report.md: the configurations' table, then the factors' main effects, the mechanism, ``extra`` sections
-    (a tuning study's), the runs that did not finish, and the figures."""
+    """report.md: the run count (and the collapse count, when most runs collapsed), the configurations' table,
+    the best and worst named (unless none escaped collapse), then the factors' main effects, the mechanism,
+    ``extra`` sections (a tuning study's), the runs that did not finish, and the figures."""
     statuses: dict[str, int] = defaultdict(int)
     for run in runs:
         statuses[run.status] += 1
@@ -334,6 +377,7 @@ def write_markdown(
         f"# Sweep report: {sweep}",
         "",
         f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ".",
+        *_collapse_lead(runs),
         "Final metrics (the last evaluation of each run; a running run counts with its latest) over seeds, ranked "
         "by fid (lower is better; higher is better for is, modes, precision, recall). fid: mean [bootstrap 95% "
         "interval of the mean] (runs scored); the others: mean ± std (runs scored). vs best: tied when the "
@@ -355,17 +399,11 @@ def write_markdown(
     tied = [r.config for r in rows[1:] if r.tied_with_best and r.fid.n > 0]
     if tied:
         lines += ["", f"Not distinguishable from the best at these seeds (intervals overlap): {', '.join(tied)}."]
-    scored = [r for r in rows if r.fid.n > 0]
-    if scored:
-        lines += [
-            "",
-            f"Best configuration: **{scored[0].config}** (fid {scored[0].fid}).",
-            f"Worst configuration: **{scored[-1].config}** (fid {scored[-1].fid}).",
-        ]
+    lines += _verdict_lines(rows, runs)
     lines += [
         "",
         "Collapsed: runs with an evaluation judged `collapsed` (at most 2 digit classes covered, or fixed-noise "
-        "samples less varied than real digits of one class; thresholds from calibration sets, in the README), with "
+        "samples less varied than real digits of one class; thresholds from calibration sets: docs/metrics.md), with "
         "the median iteration of the first such evaluation; partial: runs whose latest evaluation covers 3 to 9 "
         "classes.",
     ]

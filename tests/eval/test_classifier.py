@@ -32,14 +32,17 @@ def _count_training(monkeypatch):
 
 
 @pytest.mark.slow  # trains the evaluator
-def test_trained_once_then_loaded_from_cache(small_mnist, monkeypatch):
+def test_trained_once_then_loaded_from_cache(small_mnist, monkeypatch, capsys):
     calls = _count_training(monkeypatch)
     first = load_evaluator(small_mnist, min_accuracy=0.0)
     assert calls == [1] and first.path == small_mnist / "evaluator" / "mnist_evaluator.pt" and first.path.is_file()
+    said = capsys.readouterr().err.splitlines()  # what it does and where it keeps it, then how it went
+    assert said[0].startswith("evaluator: training the MNIST evaluator") and f"cached in {first.path}" in said[0]
+    assert said[-1].startswith("evaluator trained in ") and said[-1].endswith(f"saved to {first.path}")
     assert first.test_features.shape == (64, 256) and first.test_logits.shape == (64, 10)
     assert first.test_radii.shape == (64,)
     second = load_evaluator(small_mnist, min_accuracy=0.0)
-    assert calls == [1]  # no retraining
+    assert calls == [1] and capsys.readouterr().err == ""  # no retraining, nothing to say
     assert second.test_accuracy == first.test_accuracy
     assert torch.equal(second.test_features, first.test_features)
 
@@ -50,13 +53,13 @@ def test_stale_and_corrupted_caches_are_rebuilt(small_mnist, monkeypatch, capsys
     path = load_evaluator(small_mnist, min_accuracy=0.0).path
     path.write_bytes(b"garbage")
     load_evaluator(small_mnist, min_accuracy=0.0)
-    assert calls == [1, 1] and "unreadable" in capsys.readouterr().out
+    assert calls == [1, 1] and "unreadable" in capsys.readouterr().err  # stderr: stdout keeps a command's JSON
     labels = raw_folder(small_mnist) / "t10k-labels-idx1-ubyte"
     data = bytearray(labels.read_bytes())
     data[-1] = (data[-1] + 1) % 10
     labels.write_bytes(bytes(data))  # other data than the cache was made from
     load_evaluator(small_mnist, min_accuracy=0.0)
-    assert calls == [1, 1, 1] and "other data" in capsys.readouterr().out
+    assert calls == [1, 1, 1] and "other data" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # trains the evaluator

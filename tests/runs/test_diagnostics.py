@@ -15,15 +15,15 @@ def test_diagnostics_in_a_run_log_every_layer_and_leave_training_alone(tmp_path,
     for net in "GD":
         for k in (1, 2, 3):
             for stat in ("dead", "saturated", "pre_mean", "pre_std", "act_mean", "act_std", "grad_norm"):
-                assert [s for s, _ in series[f"diag/{net}/layer{k}/{stat}"]] == [4, 8]
-    assert all(v > 0 for _, v in series["diag/D/layer1/grad_norm"])
+                assert [s for s, _ in series[f"train_diag/{net}/layer{k}/{stat}"]] == [4, 8]
+    assert all(v > 0 for _, v in series["train_diag/D/layer1/grad_norm"])
     for tag in SCALAR_TAGS:  # probing draws its own noise: the training is exactly the same
         assert series[tag] == scalars(plain)[tag]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(probed / "tensorboard"), size_guidance={"histograms": 0})
     acc.Reload()
-    assert "diag/G/layer1/pre" in acc.Tags()["histograms"]
+    assert "train_diag/G/layer1/pre" in acc.Tags()["histograms"]
 
 
 @pytest.mark.slow
@@ -38,11 +38,11 @@ def test_the_last_iteration_is_probed_and_its_summary_recorded(tmp_path, tiny_mn
         "diag.histograms=false",
     )
     series = scalars(run_dir)
-    assert [s for s, _ in series["diag/G/jacobian_log_cond_mean"]] == [3, 6, 8]  # 8 iterations: the end too
-    assert [s for s, _ in series["diag/D/layer2/dead"]] == [3, 6, 8]
+    assert [s for s, _ in series["train_diag/G/jacobian_log_cond_mean"]] == [3, 6, 8]  # 8 iterations: the end too
+    assert [s for s, _ in series["train_diag/D/layer2/dead"]] == [3, 6, 8]
     summary = json.loads((run_dir / "results.json").read_text())["diagnostics"]
     last = {tag: values[-1][1] for tag, values in series.items()}
     assert summary["iteration"] == 8
-    assert summary["G_dead"] == pytest.approx(sum(last[f"diag/G/layer{k}/dead"] for k in (1, 2, 3)) / 3)
-    assert summary["D_saturated"] == pytest.approx(sum(last[f"diag/D/layer{k}/saturated"] for k in (1, 2, 3)) / 3)
-    assert summary["G_jacobian_log_cond_mean"] == pytest.approx(last["diag/G/jacobian_log_cond_mean"])
+    assert summary["G_dead"] == pytest.approx(sum(last[f"train_diag/G/layer{k}/dead"] for k in (1, 2, 3)) / 3)
+    assert summary["D_saturated"] == pytest.approx(sum(last[f"train_diag/D/layer{k}/saturated"] for k in (1, 2, 3)) / 3)
+    assert summary["G_jacobian_log_cond_mean"] == pytest.approx(last["train_diag/G/jacobian_log_cond_mean"])

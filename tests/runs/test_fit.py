@@ -461,7 +461,7 @@ def test_diagnostics_leave_batch_norm_and_spectral_norm_state_alone(tmp_path, ti
     tricks = ["model.g_norm=batch", "model.d_norm=batch", "model.d_spectral_norm=true"]
     _, plain = run(tmp_path, "plain", tiny_mnist, *tricks)
     _, probed = run(tmp_path, "probed", tiny_mnist, *tricks, "diag.enabled=true", "diag.every_n_steps=3")
-    assert "diag/G/layer1/dead" in scalars(probed)
+    assert "train_diag/G/layer1/dead" in scalars(probed)
     for tag in SCALAR_TAGS:
         assert scalars(probed)[tag] == scalars(plain)[tag]
     wp, wq = weights(plain), weights(probed)

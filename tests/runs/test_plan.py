@@ -86,7 +86,7 @@ def test_activation_parameters_from_the_command_line():
         (["model.d_steps=0"], "d_steps must be a positive integer"),
         (["model.g_act=elu", "+model.act_params.elu.slope=1"], "Unknown parameter 'slope' for activation 'elu'"),
         (["data.batch_size=0"], "^data.batch_size must be a positive integer, got 0"),
-        (["trainer.accelerator=tpux"], "trainer: .*'tpux'.*Available names are: .*cpu"),
+        (["trainer.accelerator=tpux"], "trainer.accelerator='tpux' is not known. Available names are: .*cpu"),
         (["trainer.precision=17"], "trainer: Precision 17 is invalid. Allowed precision values"),
         (["model.loss=wgan-gp", "model.d_norm=batch"], "d_norm='batch' with model.loss='wgan-gp'"),
         (["model.g_norm=group"], "Unknown normalization 'group' for model.g_norm. Valid choices: none, batch, layer"),

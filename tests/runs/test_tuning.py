@@ -219,9 +219,9 @@ def test_a_sweep_with_no_draws_is_refused_before_any_job(tmp_path, tiny_mnist):
 
 
 def test_the_committed_cpu_study_confirms_its_best_draws(tiny_mnist):
-    """studies/tuning_budget_cpu/best_draws.json (the README's study) is a finished study the confirmation reads:
+    """results/tuning_budget_cpu/best_draws.json (the README's study) is a finished study the confirmation reads:
     relu G with relu D at its draw 5, elu G with tanh D at the baseline."""
-    study = REPO / "studies" / "tuning_budget_cpu"
+    study = REPO / "results" / "tuning_budget_cpu"
     base = ["experiment=tuning_confirm", f"tuning.best_from={study}", *fast_overrides(tiny_mnist)]
     relu = member_config(compose_train([*base, "model.g_act=relu", "model.d_act=relu"]))
     assert relu["optimizer_g"]["lr"] == draw_settings(SPACE, 5)["lr_g"] and relu["init"] == "variance_preserving"

@@ -10,37 +10,7 @@ import pytest
 from gan.report import report
 from gan.study.stats import bootstrap_interval, holm_adjusted
 from tests.helpers import exact_u_p_value
-
-
-def _write_run(sweep, name, overrides, fid, collapsed_at=None, dead=None):
-    run = sweep / name
-    (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    final = {
-        "fid": fid,
-        "is": 1.0,
-        "modes": 10.0,
-        "kl_uniform": 0.1,
-        "precision": 0.5,
-        "recall": 0.5,
-        "iteration": 10,
-        "epochs": 1.0,
-    }
-    if collapsed_at is not None:
-        final.update(verdict="collapsed", iteration=collapsed_at)
-    record = {
-        "first_collapse_iteration": collapsed_at,
-        "diagnostics": {} if dead is None else {"G_dead": dead},
-        "status": "finished",
-        "seed": int(overrides[-1].split("=")[1]),
-        "config": {},
-        "iterations": 10,
-        "wall_s": 1.0,
-        "evaluations": [final],
-        "best": final,
-        "final": final,
-    }
-    (run / "results.json").write_text(json.dumps(record))
+from tests.study.synthetic import write_run as _write_run
 
 
 def test_the_report_ranks_with_intervals_ties_and_p_values(tmp_path):
@@ -217,3 +187,47 @@ def test_a_level_with_one_scored_run_is_not_the_best_level(tmp_path):
     g_rows = rows[2:]
     assert [r[1] for r in g_rows] == ["tanh", "relu", "elu"]  # elu's single fid is lowest, but it cannot be tested
     assert g_rows[1][6] != "" and g_rows[2][6] == ""
+
+
+def _collapse_sweep(sweep, collapsed):
+    """Two G activations x 3 seeds; ``collapsed``: the (act, seed) runs with an evaluation judged collapsed."""
+    fids = {"elu": [30.0, 31.0, 33.0], "relu": [60.0, 64.0, 65.0]}
+    for act, values in fids.items():
+        for seed, fid in enumerate(values):
+            at = 500 if (act, seed) in collapsed else None
+            _write_run(sweep, f"{act}_{seed}", [f"model.g_act={act}", f"seed={seed}"], fid, at)
+    report(sweep)
+    return (sweep / "report.md").read_text().splitlines()
+
+
+def test_the_report_leads_with_the_collapse_count_when_most_runs_collapsed(tmp_path):
+    every_relu_and_one_elu = {("relu", 0), ("relu", 1), ("relu", 2), ("elu", 1)}
+    lines = _collapse_sweep(tmp_path / "most", every_relu_and_one_elu)
+    counted = lines.index("6 runs: 6 finished.")
+    lead = next(i for i, line in enumerate(lines) if "runs collapsed**" in line)
+    assert lines[lead].startswith("**4 of 6 runs collapsed**")
+    assert lead == counted + 2 and lines[counted + 1] == ""  # the first thing after the run count
+    assert lead < next(i for i, line in enumerate(lines) if line.startswith("| rank"))
+    # two elu runs escaped collapse: elu is still named best
+    assert "Best configuration: **model.g_act=elu** (fid " in "\n".join(lines)
+
+
+def test_half_the_runs_collapsed_is_not_led_with(tmp_path):
+    lines = _collapse_sweep(tmp_path / "half", {("relu", 0), ("relu", 1), ("relu", 2)})
+    assert not any("runs collapsed**" in line for line in lines)
+    assert lines[lines.index("6 runs: 6 finished.") + 1].startswith("Final metrics")  # the report as it was
+
+
+def test_no_configuration_is_called_best_when_every_scored_run_collapsed(tmp_path):
+    everything = {(act, seed) for act in ("elu", "relu") for seed in range(3)}
+    lines = _collapse_sweep(tmp_path / "all", everything)
+    text = "\n".join(lines)
+    assert "**6 of 6 runs collapsed**" in text
+    assert "Best configuration" not in text and "Worst configuration" not in text
+    elu = f"{(30.0 + 31.0 + 33.0) / 3:.3g}"
+    assert (
+        f"No configuration escaped collapse (every scored run had an evaluation judged collapsed); the lowest fid: "
+        f"**model.g_act=elu** (fid {elu} ± " in text
+    )
+    assert "the highest: **model.g_act=relu**" in text
+    assert any(line.startswith("| 1 | model.g_act=elu |") for line in lines)  # the table is kept as it was

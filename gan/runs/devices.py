@@ -1,0 +1,40 @@
+"""Whether the accelerator a run asks for is here: checked where a run starts, before Hydra writes its folder.
+
+Lightning finds out only when it builds the Trainer (``No supported gpu backend found!``), after the run folder,
+its ``.hydra/`` and the data were prepared; the lab answers the same question first, with the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.accelerators import AcceleratorRegistry
+
+from gan.errors import ConfigError
+
+# What each accelerator name needs, as a user would say it.
+DEVICE_WORDS = {"cuda": "CUDA device (GPU)", "mps": "Apple MPS device", "xla": "TPU (XLA device)"}
+
+
+def accelerator_names() -> list[str]:
+    """The values ``trainer.accelerator`` takes: Lightning's registered accelerators, ``auto`` and ``gpu``."""
+    return sorted(AcceleratorRegistry.available_accelerators() | {"auto", "gpu"})
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """A ConfigError unless ``accelerator`` is a known name whose device is visible to this process: what was
+    asked, what is missing, and ``trainer.accelerator=auto`` / ``cpu`` (or ``trainer=cpu``) as the fix."""
+    name = str(accelerator)
+    names = accelerator_names()
+    if name not in names:
+        raise ConfigError(f"trainer.accelerator={name!r} is not known. Available names are: {', '.join(names)}.")
+    registered = {"gpu": "cuda"}.get(name, name)
+    if registered == "auto" or AcceleratorRegistry[registered]["accelerator"].is_available():
+        return
+    device = DEVICE_WORDS.get(registered, f"{registered} device")
+    hint = " (CUDA_VISIBLE_DEVICES may hide it, or torch may be a CPU build)" if registered == "cuda" else ""
+    raise ConfigError(
+        f"trainer.accelerator={name} asks for a {device}, but no {device} is visible on this machine{hint}. Use "
+        f"trainer.accelerator=auto (a GPU when there is one, else the CPU) or trainer.accelerator=cpu (the presets: "
+        f"trainer=cpu, trainer=gpu). Nothing was written."
+    )
