@@ -15,8 +15,10 @@ from tests.helpers import _cli, run
 pytestmark = pytest.mark.slow  # every test trains a run and scores it with a freshly trained evaluator
 
 
-def test_evaluate_command_prints_the_metrics(tmp_path, tiny_mnist):
-    _, run_dir = run(tmp_path, "run", tiny_mnist)
+def test_evaluate_command_prints_the_metrics_and_the_verdict_training_gave(tmp_path, tiny_mnist):
+    scoring = ["eval.enabled=true", "eval.num_samples=50", "eval.min_evaluator_accuracy=0", "eval.jacobian_samples=0"]
+    _, run_dir = run(tmp_path, "run", tiny_mnist, *scoring)
+    final = json.loads((run_dir / "results.json").read_text())["final"]
     proc = _cli(
         "gan.evaluate",
         f"ckpt_path={run_dir}/checkpoints/last.ckpt",
@@ -28,6 +30,9 @@ def test_evaluate_command_prints_the_metrics(tmp_path, tiny_mnist):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(METRIC_NAMES) <= set(result) and result["num_samples"] == 50
+    # the same checkpoint, evaluation noise and fixed noise as training's last evaluation: the same verdict
+    assert result["verdict"] == final["verdict"] and result["diversity"] == pytest.approx(final["diversity"], abs=1e-4)
+    assert result["modes"] == final["modes"] and f"Verdict: {final['verdict']}, fid " in proc.stderr
     assert "evaluate: " not in proc.stderr  # a small evaluation is quiet
     proc = _cli("gan.evaluate", f"ckpt_path={tmp_path}/none.ckpt", f"data.root={tiny_mnist}", cwd=tmp_path)
     assert proc.returncode == 2 and "error: ckpt_path=" in proc.stderr
