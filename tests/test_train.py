@@ -79,7 +79,7 @@ def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, tiny_mnis
     ]
     seen = set()
     for job in jobs:
-        assert (job / "checkpoints" / "last.ckpt").is_file() and list((job / "tensorboard").glob("events.*"))
+        assert (job / "checkpoints" / "last.ckpt").is_file() and list(job.glob("events.*"))
         ckpt = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         member = ckpt["hyper_parameters"]["members"][0]
         seen.add((member["g_act"], member["fixed_noise_seed"]))

@@ -5,6 +5,7 @@ into one ConfigError naming the config group."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -152,11 +153,24 @@ def build_loggers(config: Mapping[str, Any]) -> list[Any]:
     return [instantiate(logger, "logger")]
 
 
+def job_order(plans: Sequence[Any]) -> list[int]:
+    """The plans' positions in the sweep's job order (a pack trains them in activation order): by the job number
+    that starts a sweep folder's name (``3_g_act:elu``), else as given."""
+
+    def number(i: int) -> tuple[int, int]:
+        head = Path(plans[i].run_dir).name.split("_", 1)[0]
+        return (int(head), i) if head.isdigit() else (i, i)
+
+    return sorted(range(len(plans)), key=number)
+
+
 def member_runs(plans: Sequence[Any]) -> list[MemberRun]:
-    """Each member's run directory, results record (written now: status running) and loggers. A logger that
-    cannot be built leaves every member's record ``failed`` with the reason (and raises RunFailed)."""
-    runs = []
-    for index, plan in enumerate(plans):
+    """Each member's run directory, results record (written now: status running) and loggers, made in the sweep's
+    job order (TensorBoard lists runs by their first event). A logger that cannot be built leaves every member's
+    record ``failed`` with the reason (and raises RunFailed)."""
+    made: dict[int, MemberRun] = {}
+    for index in job_order(plans):
+        plan = plans[index]
         claim_run_dir(plan.run_dir)  # held until this process ends: no other run writes here meanwhile
         record = RunResults(plan.run_dir, plan.config)
         previous = RunResults.load(plan.run_dir) if plan.in_place else None
@@ -173,9 +187,11 @@ def member_runs(plans: Sequence[Any]) -> list[MemberRun]:
             run.log_config(OmegaConf.to_yaml(cfg), metric_tags(cfg, plan.member), plan.named)
         except Exception as exc:  # noqa: BLE001 - any logger's failure: every member recorded, then reported
             reason = f"the logger failed: {type(exc).__name__}: {exc}"
-            for earlier in runs:
+            for earlier in made.values():
                 earlier.record.finish("failed", 0, reason)
+                for built in earlier.loggers:
+                    built.finalize("failed")
             record.finish("failed", 0, reason)  # the members after it were not started: their folders as they were
             raise RunFailed("failed", reason) from exc
-        runs.append(run)
-    return runs
+        made[index] = run
+    return [made[i] for i in range(len(plans))]

@@ -105,7 +105,7 @@ class MemberScalars(MemberCallback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Population, *args: Any) -> None:
         table = pl_module.step_metrics
         if table:
-            step = pl_module.iteration - 1  # the iteration these values belong to (counted from 0)
+            step = pl_module.iteration  # iterations completed, as the evaluations count them
             for run in self.runs:
                 values = {tag: v[run.index] for tag, v in table.items() if v[run.index] is not None}
                 if run.index not in pl_module.divergence or pl_module.divergence[run.index][0] == pl_module.iteration:

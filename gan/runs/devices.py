@@ -21,15 +21,22 @@ def accelerator_names() -> list[str]:
     return sorted(AcceleratorRegistry.available_accelerators() | {"auto", "gpu"})
 
 
-def check_accelerator(accelerator: Any) -> None:
-    """A ConfigError unless ``accelerator`` is a known name whose device is visible to this process: what was
-    asked, what is missing, and ``trainer.accelerator=auto`` / ``cpu`` (or ``trainer=cpu``) as the fix."""
+def trains_elsewhere(launcher_target: Any) -> bool:
+    """Whether a sweep's launcher sends its jobs to other machines (SLURM through submitit): their devices, not
+    this machine's, are the ones a job will use."""
+    return "slurm" in str(launcher_target or "").lower()
+
+
+def check_accelerator(accelerator: Any, here: bool = True) -> None:
+    """A ConfigError unless ``accelerator`` is a known name whose device is visible to this process (``here``;
+    for jobs that train on other machines only the name is checked): what was asked, what is missing, and
+    ``trainer.accelerator=auto`` / ``cpu`` (or ``trainer=cpu``) as the fix."""
     name = str(accelerator)
     names = accelerator_names()
     if name not in names:
         raise ConfigError(f"trainer.accelerator={name!r} is not known. Available names are: {', '.join(names)}.")
     registered = {"gpu": "cuda"}.get(name, name)
-    if registered == "auto" or AcceleratorRegistry[registered]["accelerator"].is_available():
+    if not here or registered == "auto" or AcceleratorRegistry[registered]["accelerator"].is_available():
         return
     device = DEVICE_WORDS.get(registered, f"{registered} device")
     hint = " (CUDA_VISIBLE_DEVICES may hide it, or torch may be a CPU build)" if registered == "cuda" else ""

@@ -25,7 +25,7 @@ from gan.data import MNISTDataModule
 from gan.errors import ConfigError, Interrupted, RunFailed, StorageError
 from gan.eval.metrics import METRIC_NAMES
 from gan.model.module import GANModule
-from gan.runs.build import PackCheckpointIO, build_callbacks, build_datamodule, build_trainer, member_runs
+from gan.runs.build import PackCheckpointIO, build_callbacks, build_datamodule, build_trainer, job_order, member_runs
 from gan.runs.callbacks import MemberCallback, MemberScalars, SignalStop, completed_epochs
 from gan.runs.console import quiet_lightning, run_line
 from gan.runs.packing import activation_order
@@ -127,8 +127,8 @@ def _train(
     summaries = [
         _summary(p, r.record.data, trainer.num_training_batches, wall) for p, r in zip(plans, runs, strict=True)
     ]
-    for summary, plan in zip(summaries, plans, strict=True):
-        _print_summary(summary, plan, len(plans))
+    for i in job_order(plans):  # the sweep's order, not the pack's
+        _print_summary(summaries[i], plans[i], len(plans))
     if interrupted is not None:  # the whole pack stops: the scheduler wants the process gone
         raise interrupted
     if len(plans) == 1 and summaries[0]["status"] == "diverged":

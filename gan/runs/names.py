@@ -49,6 +49,11 @@ WHERE_HOW = frozenset(
         "logger",
         "tuning.best_from",
         "float32_matmul_precision",
+        "trainer.accelerator",
+        "trainer.devices",
+        "trainer.enable_progress_bar",
+        "trainer.enable_model_summary",
+        "trainer.enable_checkpointing",
     }
 )
 WHERE_HOW_PREFIXES = ("hydra.", "hydra/", "logger.")
@@ -86,7 +91,9 @@ def swept_keys(sweep_dir: str) -> frozenset[str]:
         overrides = OverridesParser.create().parse_overrides(task)
     except Exception:  # noqa: BLE001 - an unreadable multirun.yaml only costs the budget keys their place
         return frozenset()
-    return frozenset([o.key_or_group for o in overrides if o.is_sweep_override()] + [str(k) for k in params])
+    return frozenset(
+        [o.key_or_group for o in overrides if o.is_sweep_override()] + [str(k).lstrip("+~") for k in params]
+    )
 
 
 def named_overrides(overrides: Sequence[str], swept: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
@@ -136,6 +143,7 @@ HPARAM_KEYS = (
     "model.optimizer_g.lr",
     "model.optimizer_d.lr",
     "model.optimizer_g.betas",
+    "model.optimizer_d.betas",
     "seed",
 )
 STABILIZERS_OFF = {
@@ -178,8 +186,8 @@ def run_hparams(config: dict[str, Any], named: Sequence[Sequence[str]] = ()) -> 
         value = OmegaConf.select(plain, key, default=None, throw_on_missing=False)
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value, resolve=True)
-        if value is None and key in named_values:  # a config group's choice (stability=r1): not a config key
-            value = named_values[key]
+        if key in named_values and (value is None or isinstance(value, dict)):  # a config group's choice
+            value = named_values[key]  # (stability=r1, trainer=gpu): its name, not its keys
         if value is not None:
             chosen[key.replace(".", "/")] = _hparam_value(value)
         if key == "model.loss":

@@ -28,7 +28,7 @@ from gan.model.augment import parse_policy
 from gan.model.spec import OPTIMIZER_ALIASES, member_hparams
 from gan.runs.build import build_callbacks, build_loggers
 from gan.runs.checkpoints import read_checkpoint
-from gan.runs.devices import check_accelerator
+from gan.runs.devices import check_accelerator, trains_elsewhere
 from gan.runs.names import named_overrides, swept_keys
 from gan.runs.packing import DATAMODULE_KEY
 from gan.runs.rundir import LAST_CHECKPOINT, RunResults, check_run_dir
@@ -52,6 +52,7 @@ class JobState:
     keys: tuple[str, ...] = ()  # the config keys the command line sets
     groups: tuple[str, ...] = ()  # the config group choices the command line makes (``activation=same``)
     named: tuple[tuple[str, str], ...] = ()  # (key, value) of what the run is (gan.runs.names.named_overrides)
+    remote: bool = False  # the sweep's launcher trains its jobs on other machines (SLURM): their devices count
 
     @classmethod
     def from_hydra(cls) -> JobState:
@@ -72,6 +73,7 @@ class JobState:
                 o.input_line for o in overrides if o.key_or_group in choices and not o.key_or_group.startswith("hydra")
             ),
             named=tuple(named_overrides(task, swept)),
+            remote=multirun and trains_elsewhere(OmegaConf.select(hydra_cfg, "launcher._target_")),
         )
 
 
@@ -163,6 +165,37 @@ def resume_invariants(cfg: DictConfig, ckpt: dict[str, Any], job: JobState) -> i
     return int(ckpt.get("global_step", 0))
 
 
+# How long and how closely a run is watched: not in a sweep folder's name (gan/runs/names.py), so a finished run
+# found there must have had the budget the command asks for.
+BUDGET_KEYS = (
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.max_time",
+    "trainer.limit_train_batches",
+    "trainer.fast_dev_run",
+    "eval.enabled",
+    "eval.num_samples",
+    "eval.every_n_epochs",
+)
+
+
+def _same_budget(cfg: DictConfig, previous: RunResults, job: JobState) -> None:
+    """A ConfigError when the finished run in the job's folder ran under another budget than the command asks:
+    it is kept, never retrained or counted as this budget's run."""
+    before = OmegaConf.create(previous.config or {})
+    changed = [
+        f"{key}={OmegaConf.select(before, key, default=None)!r} (asked {OmegaConf.select(cfg, key, default=None)!r})"
+        for key in BUDGET_KEYS
+        if OmegaConf.select(before, key, default=None) != OmegaConf.select(cfg, key, default=None)
+    ]
+    if changed:
+        raise ConfigError(
+            f"{job.name}: its folder {cfg.run_dir} holds a run that {previous.status} under another budget: "
+            f"{', '.join(changed)}. A finished run is kept as it is, never retrained or counted as another budget's; "
+            f"give this sweep a new hydra.sweep.dir, or ask for the budget the study ran with."
+        )
+
+
 def _study_resume(cfg: DictConfig, job: JobState) -> tuple[str | None, dict[str, Any] | None]:
     """In a sweep: (the checkpoint to resume this job from, or the results of a job already done), read from the
     job's own folder; (None, None) for a job that has not run yet (or left nothing to resume from)."""
@@ -172,6 +205,7 @@ def _study_resume(cfg: DictConfig, job: JobState) -> tuple[str | None, dict[str,
     if previous is None:
         return None, None
     if previous.status in ("finished", "diverged"):
+        _same_budget(cfg, previous, job)
         return None, previous.data
     last = Path(cfg.run_dir) / LAST_CHECKPOINT
     return (str(last) if last.is_file() else None), None
@@ -259,10 +293,11 @@ def _device_count(accelerator: str, devices: Any) -> int:
     return int(devices)
 
 
-def check_trainer(cfg: DictConfig) -> None:
+def check_trainer(cfg: DictConfig, here: bool = True) -> None:
     """The Trainer's arguments, checked without building a Trainer (as torchtune's recipes validate a config):
     the budget, the names bound to ``lightning.Trainer``'s signature, the accelerator, the precision and one
-    device; then the callbacks' values (``build_callbacks``)."""
+    device (its availability only ``here``: a job sent to another machine is checked there, by Lightning); then the
+    callbacks' values (``build_callbacks``)."""
     trainer = cfg.trainer
     check_budget(trainer)
     precision = cfg.get("float32_matmul_precision", "highest")
@@ -276,7 +311,7 @@ def check_trainer(cfg: DictConfig) -> None:
             f"trainer: {exc}. See lightning.Trainer's arguments (+trainer.NAME=VALUE adds one)."
         ) from None
     accelerator = str(arguments.get("accelerator", "auto"))
-    check_accelerator(accelerator)
+    check_accelerator(accelerator, here)
     if str(arguments.get("precision", "32-true")) not in PRECISIONS:
         raise ConfigError(
             f"trainer: Precision {arguments.get('precision')} is invalid. Allowed precision values: "
@@ -307,7 +342,7 @@ def prepare(cfg: DictConfig, job: JobState = PLAIN_RUN) -> MemberPlan:
             cfg.ckpt_path = resume_from
     step = resume_invariants(cfg, read_checkpoint(cfg.ckpt_path), job) if cfg.ckpt_path else None
     member = member_config(cfg)  # the seed names the run; its streams continue from the checkpoint
-    check_trainer(cfg)
+    check_trainer(cfg, here=not job.remote)
     build_loggers(OmegaConf.to_container(cfg, resolve=True))  # its arguments, checked: a logger writes nothing yet
     check_settings(cfg.data.batch_size, cfg.data.train_size, member["d_steps"])  # the data module's own rules
     prepare_files(cfg.data.root, bool(cfg.data.download))  # all four MNIST files, from their headers

@@ -29,12 +29,14 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import OmegaConf
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams
 
 from gan.errors import ConfigError, StorageError
 from gan.eval.metrics import METRIC_NAMES
 from gan.files import write_json_atomic
-from gan.runs.devices import check_accelerator
+from gan.runs.devices import check_accelerator, trains_elsewhere
 from gan.runs.names import run_hparams
 from gan.runs.runlog import log_run
 
@@ -284,6 +286,17 @@ class RunResults:
         self._start -= float(previous.data.get("wall_s") or 0.0)
 
 
+def mark_differs(experiment: Any, columns: set[str]) -> Any:
+    """The HPARAMS experiment summary with ``columns`` marked as varying: TensorBoard sorts the varying columns
+    first and shows only the first five at first, so what the sweep varies (the seed too) opens on screen."""
+    value = experiment.value[0]
+    data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.differs or info.name in columns
+    value.metadata.plugin_data.content = data.SerializeToString()
+    return experiment
+
+
 class MemberRun:
     """One member of a training pack as its run directory sees it: where it writes, its results record and the
     loggers (its own TensorBoard event file), so that each member's folder is what a run alone writes."""
@@ -319,7 +332,9 @@ class MemberRun:
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 writer = logger.experiment.file_writer  # made by the add_text above
-                for summary in hparams(run_hparams(config, named), dict.fromkeys(metric_tags, 0.0)):
+                experiment, start, end = hparams(run_hparams(config, named), dict.fromkeys(metric_tags, 0.0))
+                named_columns = {str(key).replace(".", "/") for key, _ in named}
+                for summary in (mark_differs(experiment, named_columns), start, end):
                     writer.add_summary(summary)
                 save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", config)
             else:
@@ -343,17 +358,18 @@ class RunDirGuard(HydraCallback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         try:
-            _check_accelerator(config)
+            _check_accelerator(config, here=not trains_elsewhere(OmegaConf.select(config, "hydra.launcher._target_")))
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
 
 
-def _check_accelerator(config: Any) -> None:
-    """The command's ``trainer.accelerator`` (a swept value is checked by each job's own plan instead)."""
+def _check_accelerator(config: Any, here: bool = True) -> None:
+    """The command's ``trainer.accelerator`` (a swept value is checked by each job's own plan instead); ``here``:
+    whether the runs train on this machine (a SLURM launcher's jobs do not: only the name is checked)."""
     try:
         accelerator = config.trainer.accelerator
     except Exception:  # noqa: BLE001 - an interpolation or key the job's own checks word better
         return
     if accelerator is not None:
-        check_accelerator(accelerator)
+        check_accelerator(accelerator, here)

@@ -208,16 +208,17 @@ def _save(fig: Figure | None, path: Path, dpi: int = 110) -> bool:
 
 def loss_series(run: Run, tags: Sequence[str] = LOSS_TAGS) -> dict[str, list[tuple[int, float]]]:
     """Each of ``tags`` over training as (generator iterations completed, value), read from the run's TensorBoard
-    events once for all tags; empty without TensorBoard logs (``~logger``). The lab logs a training scalar at the
-    index of the iteration it comes from, counted from 0 (``gan.runs.callbacks.MemberScalars``), while an
-    evaluation's ``iteration`` counts the iterations completed: the loss of iteration index i is put at i + 1, the
-    count when that iteration ends, so that the last loss before an evaluation at iteration N sits at N."""
-    if not (run.path / "tensorboard").is_dir():
+    events once for all tags; empty without TensorBoard logs (``~logger``). A training scalar is logged at the
+    count of iterations completed, as an evaluation's ``iteration`` is (``gan.runs.callbacks.MemberScalars``), so
+    the last loss before an evaluation at iteration N sits at N. (Runs written before that logged it at the
+    iteration's index from 0, one less, and kept their events in ``RUN_DIR/tensorboard``.)"""
+    folder = run.path if list(run.path.glob("events.out.tfevents.*")) else run.path / "tensorboard"
+    if not folder.is_dir():
         return {tag: [] for tag in tags}
-    acc = EventAccumulator(str(run.path / "tensorboard"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     acc.Reload()
     present = set(acc.Tags()["scalars"])
-    return {tag: [(e.step + 1, e.value) for e in acc.Scalars(tag)] if tag in present else [] for tag in tags}
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] if tag in present else [] for tag in tags}
 
 
 def _band(series: Sequence[Sequence[tuple[int, float]]]) -> tuple[list[int], list[float], list[float], list[float]]:

@@ -95,7 +95,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series in the run's TensorBoard event files: tag -> [(step, value), ...]."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc = EventAccumulator(str(Path(run_dir)), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
@@ -103,7 +103,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 def image_tags(run_dir: Path) -> list[str]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(Path(run_dir)), size_guidance={"images": 0})
     acc.Reload()
     return acc.Tags()["images"]
 

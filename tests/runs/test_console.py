@@ -132,7 +132,7 @@ def test_fast_dev_run_means_what_lightning_means(tmp_path, tiny_mnist):
     assert summary["status"] == "finished" and summary["iterations"] == 3
     record = json.loads((run_dir / "results.json").read_text())
     assert record["iterations"] == 3 and record["evaluations"] == [] and record.get("diagnostics") is None
-    assert not (run_dir / "checkpoints").exists() and not (run_dir / "tensorboard").exists()
+    assert not (run_dir / "checkpoints").exists() and not list(run_dir.glob("events.*"))
 
 
 @pytest.mark.slow
@@ -153,10 +153,11 @@ def test_each_members_train_log_holds_its_own_run(tmp_path, tiny_mnist):
 @pytest.mark.slow
 def test_logger_csv_records_metrics_and_the_defining_settings(tmp_path, tiny_mnist):
     _, run_dir = run(tmp_path, "csv", tiny_mnist, *SMALL, "logger=csv")
-    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    (metrics,) = (run_dir / "csv").glob("*/metrics.csv")  # one folder per start: a resume keeps the earlier one
+    header = metrics.read_text().splitlines()[0].split(",")
     assert {"train/d_loss", "train/g_loss", "step"} <= set(header)
-    hparams = (run_dir / "csv" / "hparams.yaml").read_text()
-    assert "model/g_act: relu" in hparams and not (run_dir / "tensorboard").exists()
+    hparams = (metrics.parent / "hparams.yaml").read_text()
+    assert "model/g_act: relu" in hparams and not list(run_dir.glob("events.*"))
     assert list((run_dir / "samples").glob("epoch*.png"))  # images go where the logger cannot take them
 
 
@@ -181,3 +182,42 @@ def test_a_logger_that_fails_when_built_leaves_results_json_failed(tmp_path, tin
     record = json.loads((tmp_path / "fails" / "results.json").read_text())
     assert record["status"] == "failed" and "tracking server is unreachable" in record["reason"]
     shutil.rmtree(tmp_path / "fails")
+
+
+@pytest.mark.slow
+def test_hparams_mark_what_the_command_line_names_as_varying(tmp_path, tiny_mnist):
+    """TensorBoard sorts varying columns first and ticks only five at first: the named ones must open on screen."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    _, run_dir = run(tmp_path, "named", tiny_mnist, *SMALL, "seed=3", "stability=r1")
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")["_hparams_/experiment"]
+    infos = plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos
+    differs = {info.name for info in infos if info.differs}
+    assert {"seed", "stability"} <= differs and "model/loss" not in differs and "model/g_act" not in differs
+    assert [line for line in (run_dir / "train.log").read_text().splitlines() if "training" in line]
+
+
+def test_a_sweep_sent_to_slurm_checks_only_the_accelerators_name_here():
+    from gan.runs.devices import trains_elsewhere
+
+    assert trains_elsewhere("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
+    assert trains_elsewhere("hydra_plugins.gan_packed_launcher.PackedSlurmLauncher")
+    assert not trains_elsewhere("hydra_plugins.gan_packed_launcher.PackedLauncher") and not trains_elsewhere(None)
+    check_accelerator("gpu", here=False)  # the GPU node's CUDA is checked there
+    with pytest.raises(ConfigError, match="is not known"):
+        check_accelerator("gpus", here=False)
+
+
+@pytest.mark.slow
+def test_a_study_rerun_under_another_budget_keeps_its_finished_runs_and_says_why(tmp_path, tiny_mnist):
+    sweep = tmp_path / "sweep"
+    base = ["-m", "model.g_act=relu", *fast_overrides(tiny_mnist), *SMALL, f"hydra.sweep.dir={sweep}"]
+    assert _cli("gan.train", *base, "trainer.max_steps=2", cwd=tmp_path).returncode == 0
+    (job,) = [p for p in sweep.iterdir() if p.is_dir()]
+    before = (job / "results.json").read_text()
+    proc = _cli("gan.train", *base, "trainer.max_steps=4", cwd=tmp_path)
+    assert "holds a run that finished under another budget: trainer.max_steps=2 (asked 4)" in proc.stderr
+    assert (job / "results.json").read_text() == before

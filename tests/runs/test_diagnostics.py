@@ -21,7 +21,7 @@ def test_diagnostics_in_a_run_log_every_layer_and_leave_training_alone(tmp_path,
         assert series[tag] == scalars(plain)[tag]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(probed / "tensorboard"), size_guidance={"histograms": 0})
+    acc = EventAccumulator(str(probed), size_guidance={"histograms": 0})
     acc.Reload()
     assert "train_diag/G/layer1/pre" in acc.Tags()["histograms"]
 

@@ -52,10 +52,10 @@ def test_fit_writes_a_complete_run_directory(tmp_path, tiny_mnist):
     assert summary["run_dir"] == str(run_dir.resolve())
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["epoch0000.png", "epoch0001.png"]
-    assert (run_dir / "tensorboard" / "hparams.yaml").is_file()
+    assert (run_dir / "hparams.yaml").is_file() and list(run_dir.glob("events.out.tfevents.*"))
     series = scalars(run_dir)
     assert SCALAR_TAGS <= set(series)
-    assert [step for step, _ in series["train/d_loss"]] == list(range(16))  # x-axis = generator iterations
+    assert [step for step, _ in series["train/d_loss"]] == list(range(1, 17))  # x-axis = iterations completed
     assert all(0 <= v <= 1 for _, v in series["train/D_x"] + series["train/D_G_z"])
     assert image_tags(run_dir) == ["samples/fixed_noise"]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -104,7 +104,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, tiny_mnist):
         assert torch.allclose(ws[key], wr[key], atol=1e-6), key
     assert torch.equal(ws["fixed_noise"], weights(first)["fixed_noise"])
     later = scalars(resumed)["train/g_loss"]
-    assert [s for s, _ in later] == list(range(8, 16))  # the step counter continued
+    assert [s for s, _ in later] == list(range(9, 17))  # the step counter continued
     expected = dict(scalars(straight)["train/g_loss"])
     for step, value in later:
         assert value == pytest.approx(expected[step], abs=1e-5)
@@ -409,7 +409,7 @@ def test_resume_with_every_trick_on_continues_exactly(tmp_path, tiny_mnist):
 def test_instance_noise_decays_over_the_planned_run(tmp_path, tiny_mnist):
     _, run_dir = run(tmp_path, "noise", tiny_mnist, "model.instance_noise=0.1", "trainer.max_epochs=2")
     series = scalars(run_dir)["train/instance_noise_std"]
-    assert [s for s, _ in series] == list(range(16))
+    assert [s for s, _ in series] == list(range(1, 17))  # the std iteration i (from 0) used, at i + 1 completed
     assert [v for _, v in series] == pytest.approx([0.1 * (1 - i / 16) for i in range(16)], abs=1e-6)
 
 
@@ -534,7 +534,7 @@ def test_a_signal_mid_epoch_saves_a_checkpoint_that_resumes_exactly(tmp_path, ti
         assert torch.allclose(ws[key], wr[key], atol=1e-6), key
     expected = dict(scalars(straight)["train/g_loss"])
     later = scalars(resumed)["train/g_loss"]
-    assert [s for s, _ in later] == list(range(5, 12))
+    assert [s for s, _ in later] == list(range(6, 13))
     for step, value in later:
         assert value == pytest.approx(expected[step], abs=1e-5)
 

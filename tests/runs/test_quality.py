@@ -37,7 +37,7 @@ def test_evaluations_are_logged_recorded_and_checkpointed(tmp_path, tiny_mnist):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc = EventAccumulator(str(run_dir))
     acc.Reload()
     content = acc.PluginTagToContent("hparams")  # the HPARAMS tab: the config and the metrics it compares by
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment

@@ -59,7 +59,7 @@ def write_losses(run: Path, steps: Sequence[int], tags: Sequence[str] = ("train/
     """TensorBoard scalars at ``steps`` (the steps the lab's event files hold) for each of ``tags``."""
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run / "tensorboard"))
+    writer = SummaryWriter(str(run))
     for step in steps:
         for k, tag in enumerate(tags):
             writer.add_scalar(tag, 1.0 + k + 0.01 * step, step)

@@ -129,7 +129,7 @@ def test_losses_sit_on_the_evaluations_iteration_axis(tmp_path):
     the figure, the loss of the last iteration before an evaluation sits at the evaluation's iteration."""
     sweep = tmp_path / "sweep"
     run = write_run(sweep, "a_0", ["model.g_act=a", "seed=0"], 50.0, iterations=(8, 16))
-    write_losses(run, range(16))  # the steps MemberScalars writes for 16 iterations logged every iteration
+    write_losses(run, range(1, 17))  # the steps MemberScalars writes for 16 iterations logged every iteration
     runs = find_runs(sweep)
     assert [x for x, _ in loss_series(runs[0])["train/d_loss"]] == list(range(1, 17))
     fig = curves_figure(runs)
@@ -141,7 +141,7 @@ def test_losses_sit_on_the_evaluations_iteration_axis(tmp_path):
 
 def test_a_real_runs_last_loss_lines_up_with_its_last_evaluation(tmp_path, tiny_mnist):
     """A 16-iteration run of the lab, logging every iteration and evaluating every epoch: the report puts its
-    losses at 1..16, the count its evaluations use (TensorBoard holds them at 0..15)."""
+    losses at 1..16, the count its evaluations use."""
     _, run_dir = train_run(
         tmp_path,
         "run",
