@@ -2,8 +2,9 @@
 verdict beside the fid, and a sweep's closing summary with the commands to run next.
 
 Lightning's errors and its warnings about the user's own settings still show; what goes is the hardware census
-(GPU/TPU/HPU available), advertising tips, its own count of optimizer steps (``Trainer.fit stopped: max_steps=...``,
-which is not the lab's iteration count) and a deprecation inside Lightning itself.
+(GPU/TPU/HPU available), advertising tips, its own count of optimizer steps (``Trainer.fit stopped: max_steps=...``
+and its fast_dev_run notice, which are not the lab's iteration count; the lab says its own) and a deprecation inside
+Lightning itself.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from gan.runs.rundir import RESULTS_NAME, RunResults
 # Lightning's info lines that say nothing a user of this lab can act on.
 NOISE = re.compile(
     r"^(GPU available: |TPU available: |HPU available: |IPU available: |💡 Tip: |`Trainer\.fit` stopped: "
-    r"|Trainer already configured with model summary)"
+    r"|Trainer already configured with model summary|Running in `fast_dev_run` mode)"
 )
 LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 

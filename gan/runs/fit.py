@@ -25,7 +25,15 @@ from gan.data import MNISTDataModule
 from gan.errors import ConfigError, Interrupted, RunFailed, StorageError
 from gan.eval.metrics import METRIC_NAMES
 from gan.model.module import GANModule
-from gan.runs.build import PackCheckpointIO, build_callbacks, build_datamodule, build_trainer, job_order, member_runs
+from gan.runs.build import (
+    PackCheckpointIO,
+    build_callbacks,
+    build_datamodule,
+    build_trainer,
+    fast_dev_iterations,
+    job_order,
+    member_runs,
+)
 from gan.runs.callbacks import MemberCallback, MemberScalars, SignalStop, completed_epochs
 from gan.runs.console import quiet_lightning, run_line
 from gan.runs.packing import activation_order
@@ -79,6 +87,11 @@ def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
         raise ConfigError("a pack either resumes every member or none (gan.train groups them so)")
     plugins = [PackCheckpointIO(resuming)] if resuming else []
     trainer = build_trainer(cfg, module.shared["d_steps"], build_callbacks(cfg), plugins)
+    if fast_dev_iterations(cfg.trainer):
+        print(
+            f"fast_dev_run: {fast_dev_iterations(cfg.trainer)} iteration(s) to find bugs, with no evaluation, "
+            f"diagnostics, logger files or checkpoints (Lightning's meaning); results.json records the run."
+        )
     torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
     ckpt_path = resuming[0] if resuming else None
     try:

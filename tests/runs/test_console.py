@@ -124,7 +124,7 @@ def test_hparams_are_the_defining_settings_with_what_the_sweep_varies():
 
 
 @pytest.mark.slow
-def test_fast_dev_run_means_what_lightning_means(tmp_path, tiny_mnist):
+def test_fast_dev_run_means_what_lightning_means(tmp_path, tiny_mnist, capsys):
     """N iterations (the lab's), no evaluation, diagnostics, checkpoints or logger files; results.json says so."""
     summary, run_dir = run(
         tmp_path, "fdr", tiny_mnist, "trainer.fast_dev_run=3", "eval.enabled=true", "diag.enabled=true"
