@@ -69,7 +69,8 @@ def short_key(key: str) -> str:
     return key.removeprefix("model.")
 
 
-def _is_where_how(key: str) -> bool:
+def is_where_how(key: str) -> bool:
+    """Where or how a run runs (its data folder, device, launcher, logger, ...): never what the run is."""
     return key in WHERE_HOW or key.startswith(WHERE_HOW_PREFIXES)
 
 
@@ -103,7 +104,7 @@ def named_overrides(overrides: Sequence[str], swept: frozenset[str] = frozenset(
     return [
         (o.key_or_group, o.get_value_element_as_str())
         for o in parsed
-        if not _is_where_how(o.key_or_group) and (o.key_or_group in swept or not _is_budget(o.key_or_group))
+        if not is_where_how(o.key_or_group) and (o.key_or_group in swept or not _is_budget(o.key_or_group))
     ]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from gan.eval.metrics import collapse_verdict
+from gan.runs.names import is_where_how
 from gan.runs.rundir import RESULTS_NAME, RunResults
 
 UNREADABLE = "(overrides unreadable)"  # the level of every factor for a run whose overrides.yaml is damaged
@@ -106,7 +107,8 @@ def _overrides(job: Path) -> dict[str, str]:
 
 
 def find_runs(sweep: Path, progress: Callable[[int, int], None] | None = None) -> list[Run]:
-    """Every job folder under ``sweep`` (one holding .hydra/ or results.json), labelled by what varies.
+    """Every job folder under ``sweep`` (one holding .hydra/ or results.json), labelled by what varies (where and
+    how a run ran, e.g. ``data.root`` or ``trainer.enable_progress_bar``, is not a configuration).
     ``progress`` is told (folders read, folders found) after each folder: a large sweep takes a while."""
     jobs = sorted({p.parent for p in sweep.rglob(RESULTS_NAME)} | {p.parent for p in sweep.rglob(".hydra")})
     runs, damaged = [], set()
@@ -123,7 +125,7 @@ def find_runs(sweep: Path, progress: Callable[[int, int], None] | None = None) -
             progress(done, len(jobs))
     # what varies, over the runs whose overrides could be read (a damaged one would make every key look varied)
     readable = [r for r in runs if r.path not in damaged]
-    keys = sorted({k for r in readable for k in r.overrides if k not in NOT_CONFIGURATION})
+    keys = sorted({k for r in readable for k in r.overrides if k not in NOT_CONFIGURATION and not is_where_how(k)})
     varying = [k for k in keys if len({r.overrides.get(k) for r in readable}) > 1]
     for run in runs:
         fallback = UNREADABLE if run.path in damaged else "(default)"

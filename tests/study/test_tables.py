@@ -231,3 +231,14 @@ def test_no_configuration_is_called_best_when_every_scored_run_collapsed(tmp_pat
     )
     assert "the highest: **model.g_act=relu**" in text
     assert any(line.startswith("| 1 | model.g_act=elu |") for line in lines)  # the table is kept as it was
+
+
+def test_where_and_how_a_run_ran_is_not_a_configuration(tmp_path):
+    """Two parts of one study launched with different console or data settings are still the same configurations."""
+    from gan.study.runs import find_runs
+
+    sweep = tmp_path / "study"
+    _write_run(sweep / "a", "0", ["model.g_act=relu", "trainer.enable_progress_bar=false", "seed=0"], 50.0)
+    _write_run(sweep / "b", "0", ["model.g_act=elu", "data.root=/elsewhere", "seed=0"], 20.0)
+    runs = find_runs(sweep)
+    assert sorted(r.label for r in runs) == ["model.g_act=elu", "model.g_act=relu"]
