@@ -47,6 +47,9 @@ def collapse_verdict(modes: float, diversity: float = math.nan) -> str:
 
 
 METRIC_NAMES = ("fid", "is", "modes", "kl_uniform", "precision", "recall")
+# The metric card's additions, recorded beside them in every evaluation (records from before lack them).
+CARD_NAMES = ("density", "coverage", "kid", "kid_std")
+KID_SUBSETS = 50  # subsets of 1,000 per KID: about 1 s for 10,000 samples on 2 CPU cores
 
 
 class _PrecomputedFeatures(nn.Module):
@@ -125,6 +128,61 @@ def precision_recall(
     return precision, recall
 
 
+def density_coverage(
+    sample_features: torch.Tensor,
+    real_features: torch.Tensor,
+    k: int = K_NEAREST,
+    real_radii: torch.Tensor | None = None,
+    chunk: int = 2048,
+) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020) with the same k-NN balls around the real features as precision.
+
+    Density: how many real balls a sample lies in, on average, over k (about 1 when samples are distributed like
+    the real data; it does not saturate at 1 and is robust to real outliers, which inflate precision). Coverage:
+    the share of real balls holding at least one sample (robust to fake outliers, which inflate recall).
+    """
+    fake, real = sample_features.float(), real_features.float()
+    if real_radii is None:
+        real_radii = kth_neighbour_radius(real, k)
+    inside_count = 0.0
+    covered = torch.zeros(len(real), dtype=torch.bool, device=real.device)
+    for part in fake.split(chunk):
+        inside = torch.cdist(part, real) <= real_radii.unsqueeze(0)  # [samples, real balls]
+        inside_count += inside.sum().item()
+        covered |= inside.any(0)
+    return inside_count / (k * len(fake)), covered.float().mean().item()
+
+
+def _polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def kernel_inception_distance(
+    sample_features: torch.Tensor,
+    real_features: torch.Tensor,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3, averaged
+    over ``subsets`` random subsets of ``subset_size`` from each set (seeded: the same subsets every evaluation);
+    returns (mean, standard deviation over subsets). Unbiased, so usable at small sample sizes where FID is not."""
+    fake, real = sample_features.double(), real_features.double()
+    m = min(subset_size, len(fake), len(real))
+    if m < 2:
+        raise ValueError(f"KID needs at least 2 samples in each set, got {len(fake)} and {len(real)}")
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(subsets):
+        x = fake[torch.randperm(len(fake), generator=generator)[:m].to(fake.device)]
+        y = real[torch.randperm(len(real), generator=generator)[:m].to(real.device)]
+        kxx, kyy, kxy = _polynomial_kernel(x, x), _polynomial_kernel(y, y), _polynomial_kernel(x, y)
+        within = (kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+        values.append((within - 2.0 * kxy.sum() / (m * m)).item())
+    spread = torch.tensor(values, dtype=torch.float64)
+    return float(spread.mean()), float(spread.std(unbiased=False))
+
+
 def mean_pairwise_distance(features: torch.Tensor) -> float:
     n = len(features)
     if n < 2:
@@ -144,9 +202,14 @@ def features_metrics(
     real_features: torch.Tensor,
     real_radii: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Every metric from precomputed evaluator outputs."""
+    """Every metric from precomputed evaluator outputs: ``METRIC_NAMES`` and the card's ``CARD_NAMES`` (density
+    and coverage on precision's k-NN balls, KID with its spread over subsets)."""
     modes, kl = mode_coverage(sample_logits)
+    if real_radii is None:
+        real_radii = kth_neighbour_radius(real_features.float())
     precision, recall = precision_recall(sample_features, real_features, real_radii=real_radii)
+    density, coverage = density_coverage(sample_features, real_features, real_radii=real_radii)
+    kid, kid_std = kernel_inception_distance(sample_features, real_features, subsets=KID_SUBSETS)
     return {
         "fid": frechet_distance(sample_features, real_features),
         "is": inception_score(sample_logits),
@@ -154,4 +217,8 @@ def features_metrics(
         "kl_uniform": kl,
         "precision": precision,
         "recall": recall,
+        "density": density,
+        "coverage": coverage,
+        "kid": kid,
+        "kid_std": kid_std,
     }

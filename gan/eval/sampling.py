@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from gan.eval.classifier import Evaluator, Progress
-from gan.eval.metrics import METRIC_NAMES, features_metrics
+from gan.eval.metrics import CARD_NAMES, METRIC_NAMES, features_metrics
 from gan.model.module import GANModule
 
 
@@ -80,7 +80,7 @@ def score_members(
         finite = [i for i, k in enumerate(group) if bool(torch.isfinite(samples[i]).all())]
         for i, k in enumerate(group):
             if i not in finite:
-                scores[k] = {name: math.nan for name in METRIC_NAMES}
+                scores[k] = {name: math.nan for name in METRIC_NAMES + CARD_NAMES}
         if progress is not None:
             progress.advance((len(group) - len(finite)) * num_samples)  # nothing to featurize
         if not finite:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gan.eval.metrics import METRIC_NAMES
+from gan.eval.metrics import CARD_NAMES, METRIC_NAMES
 from gan.study.runs import MECHANISMS, UNREADABLE, Run, tuned_settings
 from gan.study.stats import (
     MIN_SEEDS,
@@ -196,7 +196,7 @@ TUNED_COLUMNS = ("lr_g", "lr_d", "beta1", "init", "loss")
 def write_csv(runs: Sequence[Run], path: Path) -> None:
     varying = list(runs[0].varying) if runs else []
     columns = ["run", "config", *varying, "seed", "draw", *TUNED_COLUMNS, "status", "reason", "iterations", "wall_s"]
-    columns += [f"final_{m}" for m in METRIC_NAMES] + ["final_verdict", "first_collapse_iteration"]
+    columns += [f"final_{m}" for m in METRIC_NAMES + CARD_NAMES] + ["final_verdict", "first_collapse_iteration"]
     columns += ["best_iteration"] + [f"best_{m}" for m in METRIC_NAMES]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, columns)
@@ -220,7 +220,7 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
                 "first_collapse_iteration": "" if run.first_collapse is None else run.first_collapse,
                 "best_iteration": best.get("iteration", ""),
             }
-            row.update({f"final_{m}": latest.get(m, "") for m in METRIC_NAMES})
+            row.update({f"final_{m}": latest.get(m, "") for m in METRIC_NAMES + CARD_NAMES})
             row.update({f"best_{m}": best.get(m, "") for m in METRIC_NAMES})
             writer.writerow(row)
 

@@ -152,3 +152,79 @@ def test_collapse_verdicts_on_the_calibration_sets(evaluator, train_split):
     ones, div = verdict(images[labels == 1])
     assert ones == "collapsed" and div > COLLAPSED_MAX_DIVERSITY
     assert verdict(images[:1].repeat(1000, 1, 1))[0] == "collapsed"
+
+
+def _line(values) -> torch.Tensor:
+    """Points on a line in a 2-D feature space: distances are exact small integers."""
+    return torch.tensor([[float(v), 0.0] for v in values])
+
+
+def test_density_and_coverage_on_sets_with_known_answers():
+    from gan.eval.metrics import density_coverage
+
+    real = _line(range(10))  # k = 1: every real ball has radius 1
+    # the samples are the real points: each lies in its own ball and its neighbours' (the ends in 2): 28 / 10
+    assert density_coverage(real, real, k=1) == pytest.approx((2.8, 1.0))
+    assert density_coverage(_line([100, 200]), real, k=1) == (0.0, 0.0)  # far away: in no ball, covers none
+    # the first five real points as samples: balls 0..5 hold one (ball 5 holds the sample at 4)
+    density, coverage = density_coverage(_line(range(5)), real, k=1)
+    assert coverage == pytest.approx(0.6) and density == pytest.approx((2 + 3 * 4) / 5)
+
+
+def test_density_and_coverage_match_a_brute_force_count():
+    from gan.eval.metrics import density_coverage, kth_neighbour_radius
+
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(60, 5, generator=gen), torch.randn(40, 5, generator=gen) * 1.5
+    radii = kth_neighbour_radius(real, 3)
+    inside = [[float(torch.dist(y, x)) <= float(r) for x, r in zip(real, radii, strict=True)] for y in fake]
+    density = sum(map(sum, inside)) / (3 * len(fake))
+    coverage = sum(any(row[i] for row in inside) for i in range(len(real))) / len(real)
+    assert density_coverage(fake, real, k=3, chunk=7) == pytest.approx((density, coverage))
+
+
+def test_kid_is_the_unbiased_mmd_of_a_direct_computation():
+    from gan.eval.metrics import kernel_inception_distance
+
+    gen = torch.Generator().manual_seed(1)
+    fake, real = torch.randn(6, 4, generator=gen).double(), torch.randn(7, 4, generator=gen).double() + 0.5
+
+    def k(a, b):
+        return (float(a @ b) / 4 + 1.0) ** 3
+
+    def mmd(x, y):
+        m = len(x)
+        xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+        yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+        return xx + yy - 2 * sum(k(a, b) for a in x for b in y) / (m * m)
+
+    # one subset as large as the smaller set: its fake rows are all six, in some order (the MMD does not care)
+    mean, std = kernel_inception_distance(fake, real, subsets=1, subset_size=6, seed=3)
+    g = torch.Generator().manual_seed(3)
+    torch.randperm(6, generator=g)
+    chosen = real[torch.randperm(7, generator=g)[:6]]
+    assert mean == pytest.approx(mmd(fake, chosen), rel=1e-9) and std == 0.0
+    # the same distribution scores near 0, a shifted one clearly above, and the spread over subsets is reported
+    same, shifted = torch.randn(400, 8, generator=gen), torch.randn(400, 8, generator=gen)
+    near, spread = kernel_inception_distance(same, shifted, subsets=20, subset_size=100)
+    far, _ = kernel_inception_distance(same + 1.0, shifted, subsets=20, subset_size=100)
+    assert abs(near) < 3 * spread + 1e-3 and far > 10 * max(abs(near), spread) and spread > 0
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        kernel_inception_distance(fake[:1], real)
+
+
+def test_every_evaluation_carries_the_card_beside_the_metrics():
+    from gan.eval.metrics import (
+        CARD_NAMES,
+        METRIC_NAMES,
+        density_coverage,
+        features_metrics,
+        kernel_inception_distance,
+    )
+
+    gen = torch.Generator().manual_seed(2)
+    real, fake, logits = torch.randn(300, 16, generator=gen), torch.randn(200, 16, generator=gen), torch.randn(200, 10)
+    scores = features_metrics(fake, logits, real)
+    assert set(scores) == set(METRIC_NAMES + CARD_NAMES)
+    assert (scores["density"], scores["coverage"]) == pytest.approx(density_coverage(fake, real))
+    assert (scores["kid"], scores["kid_std"]) == pytest.approx(kernel_inception_distance(fake, real, subsets=50))

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from gan.eval.metrics import METRIC_NAMES, VERDICTS, collapse_verdict
+from gan.eval.metrics import CARD_NAMES, METRIC_NAMES, VERDICTS, collapse_verdict
 from tests.helpers import SCALAR_TAGS, run, scalars
 
 EVAL_ON = ["eval.enabled=true", "eval.min_evaluator_accuracy=0", "eval.num_samples=64", "eval.every_n_epochs=2"]
@@ -24,7 +24,7 @@ def test_evaluations_are_logged_recorded_and_checkpointed(tmp_path, tiny_mnist):
     assert [(e["epochs"], e["iteration"]) for e in results["evaluations"]] == [(2.0, 16), (3.0, 24)]
     for record in results["evaluations"]:
         assert set(METRIC_NAMES) <= set(record) and record["wall_s"] >= 0
-        assert all(math.isfinite(record[m]) for m in METRIC_NAMES)
+        assert all(math.isfinite(record[m]) for m in METRIC_NAMES + CARD_NAMES)  # the card too, every evaluation
     assert results["final"] == results["evaluations"][-1]
     best = min(results["evaluations"], key=lambda e: e["fid"])
     assert results["best"]["fid"] == best["fid"] and results["best"]["iteration"] == best["iteration"]
