@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,8 @@ def run_line(summary: Mapping[str, Any], pack_size: int = 1) -> str:
 def sweep_summary(sweep_dir: str | Path, records: Iterable[Mapping[str, Any]]) -> str:
     """A sweep's closing lines: how its runs ended (and how many collapsed), its folder, and what to run next."""
     records = list(records)
-    counts: dict[str, int] = {}
-    verdicts: dict[str, int] = {}
-    for data in records:
-        counts[data.get("status", "unknown")] = counts.get(data.get("status", "unknown"), 0) + 1
-        verdict = (data.get("final") or {}).get("verdict")
-        if data.get("status") == "finished" and verdict:
-            verdicts[verdict] = verdicts.get(verdict, 0) + 1
+    counts = Counter(data.get("status", "unknown") for data in records)
+    verdicts = Counter((data.get("final") or {}).get("verdict") for data in records if data.get("status") == "finished")
     finished = counts.pop("finished", 0)
     judged = ", ".join(f"{verdicts[v]} {v}" for v in ("healthy", "partial collapse", "collapsed") if v in verdicts)
     parts = [f"{finished} finished" + (f" ({judged})" if judged else "")]

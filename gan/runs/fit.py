@@ -87,9 +87,10 @@ def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
         raise ConfigError("a pack either resumes every member or none (gan.train groups them so)")
     plugins = [PackCheckpointIO(resuming)] if resuming else []
     trainer = build_trainer(cfg, module.shared["d_steps"], build_callbacks(cfg), plugins)
-    if fast_dev_iterations(cfg.trainer):
+    fast_dev_run = fast_dev_iterations(cfg.trainer)
+    if fast_dev_run:
         print(
-            f"fast_dev_run: {fast_dev_iterations(cfg.trainer)} iteration(s) to find bugs, with no evaluation, "
+            f"fast_dev_run: {fast_dev_run} iteration(s) to find bugs, with no evaluation, "
             f"diagnostics, logger files or checkpoints (Lightning's meaning); results.json records the run."
         )
     torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -33,7 +32,7 @@ from omegaconf import OmegaConf
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams
 
-from gan.errors import ConfigError, StorageError
+from gan.errors import ConfigError, StorageError, exits_on_error
 from gan.eval.metrics import METRIC_NAMES
 from gan.files import write_json_atomic
 from gan.runs.devices import check_accelerator, trains_elsewhere
@@ -348,20 +347,14 @@ class RunDirGuard(HydraCallback):
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         folder = Path(str(config.hydra.run.dir)).resolve()
-        try:
+        with exits_on_error():
             _check_accelerator(config)
             check_run_dir(folder, in_place=False, multirun=False)
             claim_run_dir(folder)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        try:
+        with exits_on_error():
             _check_accelerator(config, here=not trains_elsewhere(OmegaConf.select(config, "hydra.launcher._target_")))
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
 
 
 def _check_accelerator(config: Any, here: bool = True) -> None:
