@@ -129,14 +129,88 @@ def jacobian_conditioning(generator: nn.Module, z: torch.Tensor) -> dict[str, to
     return {"log_cond_mean": log_cond.mean(1), "log_cond_std": log_cond.std(1, unbiased=False)}
 
 
+def pattern_entropies(pre: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How varied one layer's binarized activation patterns are over a batch, per member: ``pre`` [K, B, units] ->
+    [K] tensors, each unit read as on (pre-activation > 0, where every activation of the lab changes regime: the
+    kink of the ReLU family, the inflection of tanh and sigmoid) or off.
+
+    - ``unit_entropy``: the mean over units of the binary entropy (bits) of P(on) over the batch: 1 when each unit
+      splits the batch in half, 0 when every unit is always on or always off (BRE's marginal term, Cao et al. 2018);
+    - ``pattern_entropy``: the entropy (bits) of the batch's distinct on/off patterns of the whole layer, divided by
+      log2(B): 1 when every sample has its own pattern, 0 when all share one;
+    - ``pattern_similarity``: the mean over pairs of different samples of |s_i . s_j| / units with s = +-1 (BRE's
+      pairwise term): 0 for independent patterns, 1 when all patterns are equal or opposite.
+    """
+    on = pre > 0
+    members, batch, units = on.shape
+    p = on.double().mean(1)  # [K, units]
+    bits = -(p * p.clamp_min(1e-300).log2() + (1 - p) * (1 - p).clamp_min(1e-300).log2())
+    joint = []
+    for k in range(members):
+        _, counts = torch.unique(on[k], dim=0, return_counts=True)
+        q = counts.double() / batch
+        joint.append(-(q * q.log2()).sum() / math.log2(batch) if batch > 1 else q.new_zeros(()))
+    signs = on.double() * 2 - 1
+    gram = (signs @ signs.transpose(1, 2)).abs() / units  # [K, B, B]
+    pairs = max(1, batch * (batch - 1))
+    return {
+        "unit_entropy": bits.mean(1).float(),
+        "pattern_entropy": torch.stack(joint).float(),
+        "pattern_similarity": ((gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)) / pairs).float(),
+    }
+
+
+def input_gradients(discriminator: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's logits at ``x`` [K, B, in] and their gradients with respect to ``x`` ([K, B] and [K, B, in]): what G's
+    update receives through each fake (a loss on the logit only scales it per sample)."""
+    with torch.enable_grad():
+        inputs = x.detach().requires_grad_(True)
+        logits = discriminator(inputs)
+        (grads,) = torch.autograd.grad(logits.sum(), inputs)
+    return logits.detach(), grads
+
+
+def gradient_diversity(grads: torch.Tensor) -> torch.Tensor:
+    """1 minus the mean cosine similarity of the gradients of different samples, [K, B, in] -> [K]: 0 when every
+    fake is pushed the same way (a linear D), about 1 for unrelated directions. A zero gradient counts as
+    orthogonal to every other."""
+    members, batch, _ = grads.shape
+    norms = grads.double().norm(dim=-1, keepdim=True)
+    unit = torch.where(norms > 0, grads.double() / norms.clamp_min(1e-300), torch.zeros_like(norms))
+    total = unit.sum(1).pow(2).sum(-1)  # sum over all ordered pairs (i, j) of cos(i, j), the diagonal included
+    own = unit.pow(2).sum((1, 2))
+    return (1 - (total - own) / max(1, batch * (batch - 1))).float()
+
+
+def learning_signal(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What D tells G, per member ([K] each): the mean norm of D's input gradient on real and on fake samples,
+    their diversity over the fakes (``gradient_diversity``) and D's mean logit on each."""
+    logits_real, grads_real = input_gradients(discriminator, real)
+    logits_fake, grads_fake = input_gradients(discriminator, fake)
+    return {
+        "grad_norm_real": grads_real.norm(dim=-1).mean(1),
+        "grad_norm_fake": grads_fake.norm(dim=-1).mean(1),
+        "grad_diversity": gradient_diversity(grads_fake),
+        "logit_real": logits_real.mean(1),
+        "logit_fake": logits_fake.mean(1),
+    }
+
+
 # The diagnostics' TensorBoard group: named to sort after eval/, samples/ and train/ (TensorBoard orders groups
 # alphabetically, and a dashboard should open on the answer, not on 100 per-layer cards).
 DIAG_TAG = "train_diag"
 
 
+# D's per-layer pattern measures, on real and on fake batches, and its learning signal to G (one value per probe)
+D_LAYER_STATS = tuple(
+    f"{name}_{side}" for name in ("unit_entropy", "pattern_entropy", "pattern_similarity") for side in ("real", "fake")
+)
+D_SIGNAL_STATS = ("grad_norm_real", "grad_norm_fake", "grad_diversity", "logit_real", "logit_fake")
+
+
 def summarize(scalars: Mapping[str, float]) -> dict[str, float]:
     """One member's probe as results.json keeps it: per network the dead and saturated shares averaged over its
-    hidden layers, and G's conditioning."""
+    hidden layers, D's pattern entropies (averaged over its hidden layers) and learning signal, G's conditioning."""
     summary: dict[str, float] = {}
     for net in ("G", "D"):
         for stat in ("dead", "saturated"):
@@ -147,6 +221,13 @@ def summarize(scalars: Mapping[str, float]) -> dict[str, float]:
             ]
             if values:
                 summary[f"{net}_{stat}"] = sum(values) / len(values)
+    for stat in D_LAYER_STATS:
+        values = [v for tag, v in scalars.items() if tag.startswith(f"{DIAG_TAG}/D/layer") and tag.endswith(f"/{stat}")]
+        if values:
+            summary[f"D_{stat}"] = sum(values) / len(values)
+    for stat in D_SIGNAL_STATS:
+        if f"{DIAG_TAG}/D/{stat}" in scalars:
+            summary[f"D_{stat}"] = scalars[f"{DIAG_TAG}/D/{stat}"]
     for stat in ("log_cond_mean", "log_cond_std"):
         if f"{DIAG_TAG}/G/jacobian_{stat}" in scalars:
             summary[f"G_jacobian_{stat}"] = scalars[f"{DIAG_TAG}/G/jacobian_{stat}"]

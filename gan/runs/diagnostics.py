@@ -13,11 +13,21 @@ hidden layer K of each network:
 - histograms ``train_diag/{G,D}/layerK/pre`` and ``.../act`` (``diag.histograms``);
 - ``train_diag/G/jacobian_log_cond_mean`` and ``..._std``: G's conditioning (Odena et al. 2018): the log condition
   number (largest over smallest singular value) of G's input-output Jacobian at each of ``diag.jacobian_samples``
-  probe z, its mean and spread over those z.
+  probe z, its mean and spread over those z;
+- D's side, on the real half and the fake half of its probe batch separately, per hidden layer K:
+  ``train_diag/D/layerK/{unit_entropy,pattern_entropy,pattern_similarity}_{real,fake}``: how varied D's binarized
+  activation patterns are (each unit on when its pre-activation is > 0; ``gan.eval.probes.pattern_entropies``
+  says exactly which entropies: per unit, as BRE's marginal term, and of the whole layer's joint pattern);
+- ``train_diag/D/grad_norm_{real,fake}``: the mean norm of the gradient of D's logit with respect to its input, and
+  ``train_diag/D/grad_diversity``: 1 minus the mean pairwise cosine similarity of those gradients over the fakes
+  (the diversity of G's learning signal, Cao et al. 2018); ``train_diag/D/logit_{real,fake}``: D's mean logits.
 
+Probes happen at the cadence and at every evaluation's iteration (so each evaluation has its mechanism beside it).
 The latest probe's summary (per network the dead and saturated shares averaged over hidden layers, and G's
-conditioning) is kept in results.json under ``diagnostics``; the run's last iteration is always probed, so a
-finished run's record says what its final networks do.
+conditioning, D's pattern measures averaged over its layers and its learning signal) is kept in results.json under
+``diagnostics``, and every probe's summary in order under ``diagnostics_history`` (what ``gan.report``'s early
+warning reads); the run's last iteration is always probed, so a finished run's record says what its final networks
+do.
 
 G is probed on fresh noise from each member's own seeded generator (the training's random stream is untouched), D on the
 current real batch together with as many fakes. A probe leaves no trace on training: the networks' buffers
@@ -32,9 +42,18 @@ import lightning as L
 import torch
 
 from gan.errors import check_count, check_fraction
-from gan.eval.probes import DIAG_TAG, grad_norms, jacobian_conditioning, probe, summarize
+from gan.eval.probes import (
+    DIAG_TAG,
+    grad_norms,
+    jacobian_conditioning,
+    learning_signal,
+    pattern_entropies,
+    probe,
+    summarize,
+)
 from gan.model.population import buffers_restored, member_generators
-from gan.runs.callbacks import MemberCallback, Population
+from gan.runs.callbacks import MemberCallback, Population, epoch_due
+from gan.runs.quality import SampleQuality
 
 DIAGNOSTICS_STREAM = 3  # salt of each member's probe-noise stream
 
@@ -70,6 +89,17 @@ class ActivationDiagnostics(MemberCallback):
         self._last_batch = batch
         if pl_module.iteration % self.every_n_steps == 0:
             self.probe(pl_module, batch)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Population) -> None:
+        """Every evaluation's iteration is probed too, so each evaluation has the mechanism beside its metrics."""
+        if not self.enabled or self.every_n_steps < 1 or self._last_batch is None:
+            return
+        due = any(
+            isinstance(c, SampleQuality) and c.enabled and epoch_due(trainer, c.every_n_epochs)
+            for c in trainer.callbacks
+        )
+        if due and self._probed_at != pl_module.iteration:
+            self.probe(pl_module, self._last_batch)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Population) -> None:
         """The final networks are always probed: the record's ``diagnostics`` describe what the run ended with."""
@@ -112,12 +142,20 @@ class ActivationDiagnostics(MemberCallback):
                 prefix = f"{DIAG_TAG}/{tag}/layer{k}"
                 table = {name: values.tolist() for name, values in found["stats"].items()}
                 table["grad_norm"] = norms[k].tolist()
+                if tag == "D":  # its first half saw the real batch, its second half the fakes
+                    for side, pre in zip(("real", "fake"), found["pre"].split(size, dim=1), strict=True):
+                        table.update({f"{n}_{side}": v.tolist() for n, v in pattern_entropies(pre).items()})
                 for run in live:
                     scalars[run.index].update({f"{prefix}/{name}": v[run.index] for name, v in table.items()})
                     if self.histograms:
                         for experiment in run.experiments("add_histogram"):
                             experiment.add_histogram(f"{prefix}/pre", found["pre"][run.index].float().cpu(), iteration)
                             experiment.add_histogram(f"{prefix}/act", found["act"][run.index].float().cpu(), iteration)
+        with buffers_restored(pl_module.discriminator):
+            signal = learning_signal(pl_module.discriminator, real, fake.to(real.dtype))
+        for name, values in signal.items():
+            for run, value in zip(live, values[[run.index for run in live]].tolist(), strict=True):
+                scalars[run.index][f"{DIAG_TAG}/D/{name}"] = value
         if self.jacobian_samples > 0:
             conditioning = jacobian_conditioning(pl_module.generator, z[:, : self.jacobian_samples])
             for name, values in conditioning.items():
@@ -125,4 +163,8 @@ class ActivationDiagnostics(MemberCallback):
                     scalars[run.index][f"{DIAG_TAG}/G/jacobian_{name}"] = value
         for run in live:
             run.log_metrics(scalars[run.index], iteration)
-            run.record.data["diagnostics"] = {"iteration": iteration, **summarize(scalars[run.index])}
+            summary = {"iteration": iteration, **summarize(scalars[run.index])}
+            run.record.data["diagnostics"] = summary
+            history = run.record.data.setdefault("diagnostics_history", [])
+            if not history or history[-1]["iteration"] != iteration:
+                history.append(summary)

@@ -277,10 +277,12 @@ class RunResults:
         log_run(self.path.parent, f"{status} at iteration {iterations}" + (f": {reason}" if reason else ""))
 
     def continue_from(self, previous: RunResults) -> None:
-        """A study resumed in place keeps the evaluations (and best) its interrupted run recorded."""
+        """A study resumed in place keeps the evaluations (and best) and the diagnostics its interrupted run
+        recorded."""
         self.data["evaluations"] = previous.evaluations
         self.data["best"] = previous.best
         self.data["first_collapse_iteration"] = previous.data.get("first_collapse_iteration")
+        self.data["diagnostics_history"] = list(previous.data.get("diagnostics_history") or [])
         self.data["resumed"] = previous.data.get("resumed", 0) + 1
         self._start -= float(previous.data.get("wall_s") or 0.0)
 

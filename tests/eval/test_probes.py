@@ -1,14 +1,20 @@
 """gan.eval.probes: activation statistics, gradient norms and Jacobians on networks with known weights."""
 
+import math
+
 import pytest
 import torch
 
 from gan.eval.probes import (
     grad_norms,
+    gradient_diversity,
     hidden_layers,
+    input_gradients,
     jacobian_conditioning,
     jacobian_singular_values,
     layer_stats,
+    learning_signal,
+    pattern_entropies,
     probe,
 )
 from gan.model.networks import Discriminator, Generator
@@ -137,3 +143,72 @@ def test_a_member_with_non_finite_weights_gets_nan_conditioning_and_the_others_d
         G.net.fc1.weight[1, 0, 0] = float("nan")
     found = jacobian_conditioning(G, torch.randn(2, 3, 6))["log_cond_mean"]
     assert torch.isfinite(found[0]) and torch.isnan(found[1])
+
+
+def test_pattern_entropies_of_known_patterns():
+    every = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])  # all 4 patterns of 2 units, once
+    same = torch.tensor([[2.0, -3.0]] * 4)  # one pattern, 4 times
+    quarter = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0]])  # unit 1 on for 1 of 4; unit 2 always
+    found = pattern_entropies(torch.stack([every, same, quarter]))
+    h_quarter = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))
+    assert found["unit_entropy"].tolist() == pytest.approx([1.0, 0.0, h_quarter / 2])
+    # patterns {2 distinct: 1/4, 3/4} -> H = h_quarter bits over log2(4) = 2
+    assert found["pattern_entropy"].tolist() == pytest.approx([1.0, 0.0, h_quarter / 2])
+    # pairs of `every`: (++,--) and (+-,-+) are opposite (|s.s|/2 = 1), the 4 others orthogonal: 2 of 6
+    assert found["pattern_similarity"].tolist() == pytest.approx([1 / 3, 1.0, 0.5])
+
+
+def test_pattern_entropy_equals_a_direct_count_on_random_patterns():
+    pre = torch.randn(2, 64, 5, generator=torch.Generator().manual_seed(0))
+    found = pattern_entropies(pre)
+    for k in range(2):
+        patterns = [tuple(row) for row in (pre[k] > 0).tolist()]
+        counts = [patterns.count(p) / 64 for p in set(patterns)]
+        assert found["pattern_entropy"][k].item() == pytest.approx(-sum(c * math.log2(c) for c in counts) / 6)
+        s = (pre[k] > 0).double() * 2 - 1
+        pairs = [abs(float(s[i] @ s[j])) / 5 for i in range(64) for j in range(64) if i != j]
+        assert found["pattern_similarity"][k].item() == pytest.approx(sum(pairs) / len(pairs), rel=1e-6)
+
+
+def test_gradient_diversity_closed_forms():
+    w = torch.randn(7)
+    same = w.expand(1, 5, 7)  # a linear D: every fake gets the same gradient
+    orthogonal = torch.eye(4).unsqueeze(0)
+    opposite = torch.tensor([[[1.0, 2.0], [-1.0, -2.0]]])
+    assert gradient_diversity(same).item() == pytest.approx(0.0, abs=1e-6)
+    assert gradient_diversity(orthogonal).item() == pytest.approx(1.0)
+    assert gradient_diversity(opposite).item() == pytest.approx(2.0)
+
+
+def test_a_linear_discriminator_gives_every_sample_its_weight_and_no_diversity():
+    acts = ["identity", "identity"]
+    gens = [torch.Generator().manual_seed(k) for k in range(2)]
+    D = Discriminator([16, 8], acts, ["identity"] * 2, [PARAMS] * 2, gens)  # identity everywhere: D(x) = w.x + b
+    x = torch.randn(2, 6, 1024)
+    logits, grads = input_gradients(D, x)
+    w = D(torch.eye(1024).expand(2, -1, -1)) - D(torch.zeros(2, 1, 1024))  # D(e_i) - D(0) = w_i
+    assert torch.allclose(grads, w.unsqueeze(1).expand(-1, 6, -1), atol=1e-5)
+    assert torch.allclose(logits, D(x))
+    signal = learning_signal(D, x, x.flip(1))
+    assert signal["grad_diversity"].tolist() == pytest.approx([0.0, 0.0], abs=1e-5)
+    assert signal["grad_norm_real"].tolist() == pytest.approx(w.norm(dim=-1).tolist(), rel=1e-5)
+
+
+def test_learning_signal_of_a_nonlinear_d_matches_per_sample_autograd():
+    acts = ["elu", "leaky_relu"]
+    gens = [torch.Generator().manual_seed(k) for k in range(2)]
+    D = Discriminator([32, 16], acts, ["identity"] * 2, [PARAMS] * 2, gens)
+    real, fake = torch.randn(2, 5, 1024), torch.randn(2, 5, 1024)
+    signal = learning_signal(D, real, fake)
+    for k in range(2):
+        grads = []
+        for i in range(5):
+            x = fake.clone().requires_grad_(True)
+            D(x)[k, i].backward()
+            grads.append(x.grad[k, i])
+        g = torch.stack(grads)
+        cos = torch.nn.functional.cosine_similarity(g.unsqueeze(0), g.unsqueeze(1), dim=-1)
+        mean_cos = (cos.sum() - cos.diagonal().sum()) / 20
+        assert signal["grad_diversity"][k].item() == pytest.approx(1 - mean_cos.item(), abs=1e-5)
+        assert signal["grad_norm_fake"][k].item() == pytest.approx(g.norm(dim=-1).mean().item(), rel=1e-5)
+        assert signal["logit_fake"][k].item() == pytest.approx(D(fake)[k].mean().item(), rel=1e-5)
