@@ -3,6 +3,12 @@
     python -m gan.bench data.root=../shared/mnist [--members 27] [--iters 1000] [--device cpu|cuda] [overrides ...]
     gan-bench data.root=../shared/mnist --members 27                  # the same, as the installed console script
 
+``--metrics`` times the evaluation's metrics instead: one ``--samples``-sample evaluation (10,000 held-out real
+training images' evaluator features) without the metric card and with it, in ``--rounds`` alternating rounds, the
+ratio, and each part of the card alone (``gan.eval.metrics.time_card``; docs/metrics.md "The metric card"):
+
+    python -m gan.bench --metrics data.root=../shared/mnist
+
 The data folder is ``data.root=PATH``, as in every other command (``--data-root PATH``, the bench's old flag, still
 works; giving both with different folders is an error). The flags say how to time; the Hydra overrides (in any order
 with the flags) say what the timed run is.
@@ -39,13 +45,16 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from gan.errors import ConfigError, exits_on_error
+from gan.eval.classifier import load_evaluator
+from gan.eval.corruptions import flat, real_images
+from gan.eval.metrics import K_NEAREST, time_card
 from gan.images import IMAGE_DIM
 from gan.model.activations import build_activation
 from gan.model.losses import MemberLosses
 from gan.model.module import GANModule
 from gan.model.spec import default, member_data_range
 from gan.runs.build import build_callbacks, build_datamodule, build_trainer
-from gan.runs.plan import member_config
+from gan.runs.plan import check_model_memory, member_config
 from gan.runs.schema import CONF_DIR
 
 GRID_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
@@ -53,6 +62,7 @@ GRID_ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoi
 REFERENCE_SWITCHES = (
     "r1_weight",
     "r2_weight",
+    "bre_weight",
     "d_spectral_norm",
     "g_norm",
     "d_norm",
@@ -242,6 +252,28 @@ def time_lightning(cfg: DictConfig, members: list[dict[str, Any]], warmup: int, 
     return timer.seconds
 
 
+def metrics_bench(data_root: str, samples: int, rounds: int, device: torch.device) -> dict[str, Any]:
+    """``--metrics``: the evaluation's metrics timed without and with the card on ``samples`` held-out real training
+    images' features (what a healthy generator's samples look like to the evaluator), printed and returned."""
+    evaluator = load_evaluator(data_root).to(device)
+    images, _ = real_images(data_root, samples)
+    feats, logits = evaluator.embed_members(flat(images).unsqueeze(0), [(0.0, 1.0)])
+    train, nearest = evaluator.memorization_reference()
+    assert train is not None and nearest is not None  # loaded from data_root: it knows its training data
+    found = time_card(
+        feats[0], logits[0], evaluator.test_features, evaluator.test_radii, train, nearest, rounds=max(1, rounds)
+    )
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    summary = {"device": where, **found}
+    print(
+        f"{where}: one {samples}-sample evaluation's metrics take {found['before_s']:.2f} s without the metric card, "
+        f"{found['after_s']:.2f} s with it ({found['ratio']:.2f}x); the card's parts alone: "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in found["parts_s"].items())
+    )
+    print(json.dumps(summary))
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -265,6 +297,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
+        "--metrics", action="store_true", help="time one evaluation's metrics without and with the metric card"
+    )
+    parser.add_argument("--samples", type=int, default=10_000, help="with --metrics: samples scored (default 10000)")
+    parser.add_argument(
         "overrides",
         nargs="*",
         help="Hydra overrides of the timed training config, e.g. data.root=../shared/mnist data.batch_size=128",
@@ -278,6 +314,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but this machine has no usable CUDA GPU; use --device cpu")
     device = torch.device(args.device)
+    if args.metrics:
+        if not K_NEAREST < args.samples <= 50_000:
+            parser.error(f"--samples {args.samples}: from {K_NEAREST + 1} to 50000 (held-out training images)")
+        with exits_on_error():
+            data_root, _ = data_root_and_overrides(args.data_root, args.overrides)
+            return metrics_bench(data_root or "data", args.samples, args.rounds, device)
     pack_iters = args.pack_iters or max(20, args.iters // args.members)
 
     with exits_on_error(), tempfile.TemporaryDirectory(prefix="gan-bench-") as tmp:
@@ -285,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         cfg = bench_config(data_root, tmp, "gpu" if device.type == "cuda" else "cpu", overrides)
         torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
         member = member_config(OmegaConf.merge(cfg, {"seed": 0}))
+        check_model_memory(member, int(cfg.data.batch_size), args.members, f"a pack of --members {args.members}")
         check_reference_can_match(member)
         data = build_datamodule(cfg, [0], [member_data_range(member)], member["d_steps"])
         reference = ReferenceLoop(member, data.train_bytes, int(cfg.data.batch_size), device)

@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from gan.errors import ConfigError, check_count, exits_on_error
-from gan.eval.classifier import load_evaluator
+from gan.eval.classifier import MEMORIZATION_IMAGES, architecture, load_evaluator
 from gan.eval.corruptions import write_validation
 from gan.runs.schema import CONF_DIR
 
@@ -48,9 +48,22 @@ def main(cfg: DictConfig) -> dict[str, object]:
             if not isinstance(OmegaConf.select(cfg, key), bool):
                 raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r}: valid choices are true and false.")
         if cfg.validate.enabled:  # check the numbers before anything is trained or read
-            check_count("validate.num_images", cfg.validate.num_images, 100, "real images scored per row")
-        ev = load_evaluator(cfg.data.root, download=bool(cfg.data.download))
-        summary: dict[str, object] = {"test_accuracy": round(ev.test_accuracy, 4), "cache": str(ev.path)}
+            check_count(
+                "validate.num_images",
+                cfg.validate.num_images,
+                100,
+                "real images scored per row, and as many training copies: MNIST's memorization reference holds "
+                f"{MEMORIZATION_IMAGES:,}",
+                MEMORIZATION_IMAGES,
+            )
+        arch = cfg.get("evaluator", "cnn")
+        architecture(arch, "evaluator")
+        ev = load_evaluator(cfg.data.root, download=bool(cfg.data.download), arch=arch)
+        summary: dict[str, object] = {
+            "evaluator": arch,
+            "test_accuracy": round(ev.test_accuracy, 4),
+            "cache": str(ev.path),
+        }
         if cfg.validate.enabled:
             summary["validation"] = write_validation(ev, cfg.data.root, int(cfg.validate.num_images), cfg.validate.out)
     print(json.dumps(summary))

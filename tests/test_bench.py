@@ -106,3 +106,38 @@ def test_two_different_data_folders_are_refused_before_any_work(tmp_path, capsys
         bench.main(["--data-root", str(tmp_path / "a"), f"data.root={tmp_path / 'b'}", "--iters", "2"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"two data folders, data.root={tmp_path / 'b'} and --data-root " in err
+
+
+def test_a_pack_no_memory_holds_is_refused_before_any_work(tmp_path, capsys):
+    """Issue 23's probe: --members 100000000 built members for minutes until the machine ran out of memory; it is
+    refused with the memory it would need, before the data folder (absent here) is read."""
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([f"data.root={tmp_path / 'absent'}", "--members", "100000000", "--sequential", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "a pack of --members 100000000 would need about " in err and " PB of memory" in err
+
+
+def test_bench_metrics_times_the_card_on_held_out_digits(tmp_path, capsys, monkeypatch):
+    """``gan.bench --metrics``: one evaluation's metrics without and with the card, their ratio and the card's
+    parts, printed and returned as one JSON line (an untrained evaluator over tiny data: the timing is the same
+    work)."""
+    from gan.data import load_split, to_flat_images
+    from gan.eval import classifier
+    from gan.eval.metrics import kth_neighbour_radius
+
+    root = make_mnist(tmp_path / "data", n_train=256, n_test=64)
+    torch.manual_seed(0)
+    model = classifier.MNISTClassifier().eval()
+    feats, logits = classifier.embed(model, to_flat_images(load_split(root, "test")[0], (0.0, 1.0)), (0.0, 1.0))
+    untrained = classifier.Evaluator(
+        model, 1.0, feats, logits, kth_neighbour_radius(feats), tmp_path / "e.pt", root=str(root)
+    )
+    monkeypatch.setattr(bench, "load_evaluator", lambda data_root: untrained)
+    summary = bench.main(["--metrics", "--samples", "100", "--rounds", "1", f"data.root={root}"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(out[-1]) == summary and "without the metric card" in out[-2]
+    assert summary["samples"] == 100 and summary["ratio_rounds"] == [summary["ratio"]]
+    assert summary["after_s"] > 0 and summary["parts_s"]["memorized"] >= 0
+    with pytest.raises(SystemExit):
+        bench.main(["--metrics", "--samples", "2", f"data.root={root}"])  # fewer than the k-NN metrics need

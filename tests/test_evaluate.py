@@ -56,3 +56,33 @@ def test_a_large_evaluation_shows_its_progress_on_stderr_and_keeps_stdout_for_th
     assert counted.index(f"evaluate: {n}/{n} samples generated") < counted.index(counted[-1])
     assert lines[-2].startswith("evaluate: computing the metrics (fid, is, modes")
     assert lines[-1].startswith("evaluate: done in ")
+
+
+def test_a_run_is_scored_under_the_second_feature_space_too(tmp_path, tiny_mnist, capsys):
+    """``evaluator=strided`` (the command) and ``score_checkpoint`` (Python) score the same checkpoint in the second
+    feature space: every metric of the card, other features than the lab's evaluator, the same class-based ones'
+    kind of answer; an unknown evaluator or setting is refused before the checkpoint is read."""
+    from gan.errors import ConfigError
+    from gan.eval.metrics import CARD_NAMES
+
+    _, run_dir = run(tmp_path, "run", tiny_mnist)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    settings = {"num_samples": 60, "min_evaluator_accuracy": 0}
+    strided = evaluate.score_checkpoint(ckpt, tiny_mnist, evaluator="strided", **settings)
+    lab = evaluate.score_checkpoint(ckpt, tiny_mnist, **settings)
+    assert strided["evaluator"] == "strided" and lab["evaluator"] == "cnn"
+    assert set(METRIC_NAMES + CARD_NAMES) <= set(strided) and strided["fid"] != lab["fid"]
+    proc = _cli(
+        "gan.evaluate",
+        f"ckpt_path={ckpt}",
+        f"data.root={tiny_mnist}",
+        "num_samples=60",
+        "min_evaluator_accuracy=0",
+        "evaluator=strided",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0 and json.loads(proc.stdout.strip().splitlines()[-1])["fid"] == strided["fid"]
+    with pytest.raises(ConfigError, match="evaluator='mlp' is not an evaluator architecture"):
+        evaluate.score_checkpoint(tmp_path / "absent.ckpt", tiny_mnist, evaluator="mlp")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        evaluate.score_checkpoint(ckpt, tiny_mnist, num_sample=60)

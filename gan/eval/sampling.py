@@ -6,12 +6,56 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
+from gan.errors import ConfigError, check_count
 from gan.eval.classifier import Evaluator, Progress
-from gan.eval.metrics import CARD_NAMES, METRIC_NAMES, features_metrics
+from gan.eval.metrics import CARD_NAMES, METRIC_NAMES
 from gan.model.module import GANModule
+
+MAX_SAMPLES = 1_000_000  # the most samples one evaluation or one gan.sample draws (10,000 is usual)
+# Peak memory per sample of gan.evaluate and gan.sample (the samples, their images, the evaluator's features and
+# the PNG grid), measured on the CPU: 43.6 and 38.9 KiB a sample between 20,000 and 60,000 samples.
+SAMPLE_BYTES = 45 * 1024
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give a process (Linux's MemAvailable); None where it cannot tell."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def format_bytes(nbytes: float) -> str:
+    """A number of bytes as people read it (``46.1 GB``)."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if nbytes < 1000 or unit == "PB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1000
+    return f"{nbytes:.3g} PB"
+
+
+def check_num_samples(key: str, value: object, minimum: int, hint: str) -> int:
+    """``value`` as a number of samples to draw and score, refused before any work when it is not an integer of at
+    least ``minimum``, when it exceeds ``MAX_SAMPLES``, or when its memory (``SAMPLE_BYTES`` a sample) exceeds what
+    this machine has available: such a run fails only at its first evaluation, with the allocator's message."""
+    count = check_count(key, value, minimum, hint)
+    need, available = count * SAMPLE_BYTES, available_memory()
+    if count <= MAX_SAMPLES and (available is None or need <= available):
+        return count
+    most = MAX_SAMPLES if available is None else max(minimum, min(MAX_SAMPLES, available // SAMPLE_BYTES))
+    here = f"this machine has {format_bytes(available)} available, and " if available is not None else ""
+    raise ConfigError(
+        f"{key}={count:,} would need about {format_bytes(need)} of memory (about {SAMPLE_BYTES // 1024} KiB a "
+        f"sample: the samples, their images and the evaluator's features); {here}{key} may be at most "
+        f"{MAX_SAMPLES:,}. Use {key}={min(10_000, most):,} (usual) up to {most:,} here."
+    )
 
 
 def eval_noise(num_samples: int, latent_dim: int, seed: int) -> torch.Tensor:
@@ -89,7 +133,6 @@ def score_members(
         feats, logits = evaluator.embed_members(samples[finite], ranges, progress=progress)
         if progress is not None and start + per_pass >= len(members):  # earlier groups' metrics: in the time left
             progress.say(f"computing the metrics ({', '.join(METRIC_NAMES)})")
-        real, radii = evaluator.test_features.to(feats.device), evaluator.test_radii.to(feats.device)
         for j, i in enumerate(finite):
-            scores[group[i]] = features_metrics(feats[j], logits[j], real, radii)
+            scores[group[i]] = evaluator.metrics(feats[j], logits[j])
     return scores

@@ -1,7 +1,8 @@
-"""The gradient penalties added to D's loss, per member: R1 on real data and R2 on fake samples (any loss),
-and WGAN-GP's on real/fake interpolates. A penalty is computed for all members when any member has it, weighted 0
-for the others, so their losses and gradients are what they are alone; WGAN-GP's interpolates are drawn only by the
-members that use it, and only their spectral-norm vectors take the extra forward pass's power iteration."""
+"""The penalties added to D's loss, per member: R1 on real data and R2 on fake samples (any loss), WGAN-GP's on
+real/fake interpolates, and BRE's on D's hidden activation patterns (``gan.model.bre``). A penalty is computed for
+all members when any member has it, weighted 0 for the others, so their losses and gradients are what they are
+alone; WGAN-GP's interpolates are drawn only by the members that use it, and only their spectral-norm vectors take
+the extra forward pass's power iteration."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import torch
 
+from gan.model.bre import bre_penalty, hidden_pre_activations
 from gan.model.losses import MemberLosses, squared_gradient_penalty, wgan_gp_penalty
 from gan.model.networks import Discriminator
 from gan.model.population import MemberConstants
@@ -40,9 +42,16 @@ class DiscriminatorPenalties:
         self.r2_weights = [m["r2_weight"] for m in members]
         self.gp_members = [k for k, m in enumerate(members) if losses.gradient_penalty[k] and m["gp_weight"] > 0]
         self.gp_weights = [m["gp_weight"] if k in self.gp_members else 0.0 for k, m in enumerate(members)]
+        self.bre_weights = [m.get("bre_weight", 0.0) for m in members]  # 0 where a caller leaves it out
+        self.bre = any(w > 0 for w in self.bre_weights)
 
     def penalised(self, member: int) -> bool:
-        return self.r1_weights[member] > 0 or self.r2_weights[member] > 0 or member in self.gp_members
+        return (
+            self.r1_weights[member] > 0
+            or self.r2_weights[member] > 0
+            or self.bre_weights[member] > 0
+            or member in self.gp_members
+        )
 
     def __call__(
         self, discriminator: Discriminator, real: torch.Tensor, fake: torch.Tensor, streams: MemberStreams
@@ -50,7 +59,8 @@ class DiscriminatorPenalties:
         """(D's scores of ``real`` [K, B], of ``fake`` [K, B], the penalties to add to D's loss [K] or None without
         any). D scores the real batch, then WGAN-GP's interpolates, then the fake batch: a fixed order, since each
         training-mode pass advances spectral norm's power iteration."""
-        real_logits, penalty = self._squared("r1_weight", self.r1_weights, discriminator, real)
+        with hidden_pre_activations(discriminator, self.bre) as real_pre:
+            real_logits, penalty = self._squared("r1_weight", self.r1_weights, discriminator, real)
         gp_members = self.gp_members
         if gp_members:
             eps = torch.ones(real.shape[:2] + (1,), device=real.device, dtype=real.dtype)
@@ -65,9 +75,13 @@ class DiscriminatorPenalties:
                 gp = wgan_gp_penalty(discriminator, real, fake, eps)
             gp = self.constants("gp_weight", self.gp_weights, gp) * gp
             penalty = gp if penalty is None else penalty + gp
-        fake_logits, r2 = self._squared("r2_weight", self.r2_weights, discriminator, fake)
+        with hidden_pre_activations(discriminator, self.bre) as fake_pre:
+            fake_logits, r2 = self._squared("r2_weight", self.r2_weights, discriminator, fake)
         if r2 is not None:
             penalty = r2 if penalty is None else penalty + r2
+        if self.bre:
+            entropy = self.constants("bre_weight", self.bre_weights, real) * bre_penalty(real_pre, fake_pre)
+            penalty = entropy if penalty is None else penalty + entropy
         return real_logits, fake_logits, penalty
 
     def _squared(

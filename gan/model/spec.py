@@ -94,6 +94,12 @@ class MemberSpec:
     gp_weight: float = setting(10.0, False, "`wgan-gp`: weight of the gradient penalty on real/fake interpolates")
     r1_weight: float = setting(0.0, False, "R1 penalty gamma on real data, with any loss (0: off)")
     r2_weight: float = setting(0.0, False, "R2 penalty gamma on fake samples (through D only), with any loss (0: off)")
+    bre_weight: float = setting(
+        0.0,
+        False,
+        "binarized representation entropy penalty on D's hidden layers (Cao et al. 2018; `gan/model/bre.py`): "
+        "raises the diversity of D's activation patterns and so of G's learning signal (0: off)",
+    )
     d_spectral_norm: bool = setting(False, False, "spectral normalization of every linear layer of D")
     g_norm: str = setting("none", True, "`none`, `batch` or `layer` normalization in G's hidden layers")
     d_norm: str = setting("none", True, "`none`, `batch` or `layer` in D's hidden layers (`wgan-gp` refuses batch)")
@@ -173,6 +179,8 @@ def member_data_range(member: Mapping[str, Any]) -> tuple[float, float]:
 def _check_range(name: str, value: float, low: float, high: float, hint: str) -> None:
     if not low <= float(value) <= high:
         raise ConfigError(f"model.{name} must be in [{low:g}, {high:g}], got {value!r} ({hint}).")
+    if not math.isfinite(float(value)):  # an infinite weight or noise makes the losses non-finite at once
+        raise ConfigError(f"model.{name} must be a finite number, got {value!r}: the losses would be NaN ({hint}).")
 
 
 def optimizer_config(config: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
@@ -261,6 +269,7 @@ def member_hparams(**settings: Any) -> dict[str, Any]:
     _check_range("gp_weight", m["gp_weight"], 0.0, math.inf, "the WGAN-GP penalty weight lambda; 10 is usual")
     _check_range("r1_weight", m["r1_weight"], 0.0, math.inf, "R1's gamma; 0 = off, 1 to 10 are usual on MNIST")
     _check_range("r2_weight", m["r2_weight"], 0.0, math.inf, "R2's gamma; 0 = off, R3GAN sets it equal to R1's")
+    _check_range("bre_weight", m["bre_weight"], 0.0, math.inf, "BRE's weight; 0 = off, 1 is Cao et al.'s")
     _check_range("instance_noise", m["instance_noise"], 0.0, math.inf, "initial noise std; 0 = off, 0.1 is usual")
     if m["instance_noise_iters"] is not None and int(m["instance_noise_iters"]) < 1:
         raise ConfigError(

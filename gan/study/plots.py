@@ -27,6 +27,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from gan.files import save_figure
 from gan.study.runs import Run, latest_grid
 from gan.study.tables import ConfigRow
 
@@ -199,7 +200,7 @@ def plot_heatmap(rows: Sequence[ConfigRow], path: Path) -> bool:
 def _save(fig: Figure | None, path: Path, dpi: int = 110) -> bool:
     if fig is None:
         return False
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi)
     return True
 
 
@@ -325,25 +326,33 @@ def plot_samples(runs: Sequence[Run], path: Path) -> bool:
         ax.imshow(mpimg.imread(grid), cmap="gray")
         ax.set_title(label.replace(" ", "\n") + f"\n(seed {seed}, {grid.stem})", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, 110)
     return True
 
 
 # -------------------------------------------------------------------------------------------------- the mechanism
 
-MECHANISM_PANELS = ("G dead-unit share", "G saturated share", "G Jacobian log condition number")
+MECHANISM_PANELS = (
+    "G dead-unit share",
+    "G saturated share",
+    "G Jacobian log condition number",
+    "D unit entropy (fake)",
+    "D input-gradient norm (fake)",
+    "D learning-signal diversity",
+)
 
 
 def mechanism_figure(runs: Sequence[Run]) -> Figure | None:
-    """Final fid against G's dead share, saturated share and Jacobian conditioning: one panel each, one point per
-    run in its configuration's colour and marker; None when no run has any of the measures."""
+    """Final fid against G's dead share, saturated share and Jacobian conditioning (above) and D's unit entropy and
+    input-gradient norm on fakes and its learning-signal diversity (below): one panel each, one point per run in its
+    configuration's colour and marker (a panel without the measure stays empty); None when no run has any."""
     scored = [r for r in runs if r.latest and _finite(r.latest.get("fid"))]
     if not any(math.isfinite(r.mechanism_measures[n]) for r in scored for n in MECHANISM_PANELS):
         return None
     styles = config_styles([r.label for r in runs])  # over every run: the same styles as in curves.png
     shown = sorted({r.label for r in scored})
-    fig = Figure(figsize=(5 * len(MECHANISM_PANELS), 4 + _legend_rows(len(shown))), layout="constrained")
-    axes = fig.subplots(1, len(MECHANISM_PANELS), sharey=True)
+    fig = Figure(figsize=(15, 8 + _legend_rows(len(shown))), layout="constrained")
+    axes = fig.subplots(2, 3, sharey=True).flatten()  # G's side above, D's below
     for ax, name in zip(axes, MECHANISM_PANELS, strict=True):
         for label in shown:
             style = styles[label]
@@ -353,7 +362,8 @@ def mechanism_figure(runs: Sequence[Run]) -> Figure | None:
         ax.grid(alpha=0.3)
     for ax in axes:
         set_fid_scale(ax, [float(r.latest["fid"]) for r in scored])
-    axes[0].set_ylabel("final fid (lower is better)")
+    for ax in axes[::3]:
+        ax.set_ylabel("final fid (lower is better)")
     _legend_below(fig, styles, shown)
     return fig
 

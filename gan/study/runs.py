@@ -98,7 +98,8 @@ def first_collapse(run: Run) -> int | None:
 
 def _overrides(job: Path) -> dict[str, str]:
     path = job / ".hydra" / "overrides.yaml"
-    items = list(OmegaConf.load(path)) if path.is_file() else []
+    # read as text, never resolved: an interpolation in a job's overrides is not evaluated by a report
+    items = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else []
     parsed = {}
     for item in items or []:
         key, _, value = str(item).lstrip("+~").partition("=")
@@ -140,6 +141,12 @@ MECHANISMS = {  # name in the report -> how to read it from a run's results.json
     "D dead-unit share": ("diagnostics", "D_dead"),
     "D saturated share": ("diagnostics", "D_saturated"),
     "G Jacobian log condition number": ("latest", "jacobian_log_cond_mean"),
+    "D unit entropy (fake)": ("diagnostics", "D_unit_entropy_fake"),
+    "D unit entropy (real)": ("diagnostics", "D_unit_entropy_real"),
+    "D pattern similarity (fake)": ("diagnostics", "D_pattern_similarity_fake"),
+    "D input-gradient norm (fake)": ("diagnostics", "D_grad_norm_fake"),
+    "D input-gradient norm (real)": ("diagnostics", "D_grad_norm_real"),
+    "D learning-signal diversity": ("diagnostics", "D_grad_diversity"),
 }
 
 

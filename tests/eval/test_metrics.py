@@ -220,11 +220,156 @@ def test_every_evaluation_carries_the_card_beside_the_metrics():
         density_coverage,
         features_metrics,
         kernel_inception_distance,
+        nearest_other_distance,
+        vendi_score,
+        within_class_vendi,
     )
 
     gen = torch.Generator().manual_seed(2)
     real, fake, logits = torch.randn(300, 16, generator=gen), torch.randn(200, 16, generator=gen), torch.randn(200, 10)
-    scores = features_metrics(fake, logits, real)
+    train = torch.cat([fake[:50], torch.randn(100, 16, generator=gen)])  # a quarter of the samples copy it
+    scores = features_metrics(fake, logits, real, None, train, nearest_other_distance(train))
     assert set(scores) == set(METRIC_NAMES + CARD_NAMES)
     assert (scores["density"], scores["coverage"]) == pytest.approx(density_coverage(fake, real))
+    assert (scores["precision"], scores["recall"]) == pytest.approx(precision_recall(fake, real))  # one pass
     assert (scores["kid"], scores["kid_std"]) == pytest.approx(kernel_inception_distance(fake, real, subsets=50))
+    assert scores["vendi"] == pytest.approx(vendi_score(fake))
+    assert scores["vendi_within"] == pytest.approx(within_class_vendi(fake, logits))
+    assert scores["memorized"] == pytest.approx(0.25)
+    assert math.isnan(features_metrics(fake, logits, real)["memorized"])  # no training reference: not known
+    # without the card: the metrics alone, the same values
+    plain = features_metrics(fake, logits, real, card=False)
+    assert set(plain) == set(METRIC_NAMES) and plain == pytest.approx({k: scores[k] for k in METRIC_NAMES})
+
+
+def _direct_vendi(x: torch.Tensor) -> float:
+    """The Vendi score by its definition: the n x n cosine kernel's eigenvalues over n."""
+    unit = x.double() / x.double().norm(dim=1, keepdim=True)
+    eigenvalues = torch.linalg.eigvalsh(unit @ unit.T / len(x)).clamp_min(0)
+    p = eigenvalues[eigenvalues > 1e-15]
+    return math.exp(-(p * p.log()).sum().item())
+
+
+def test_vendi_score_through_the_dual_matches_the_n_by_n_kernel():
+    from gan.eval.metrics import vendi_score
+
+    gen = torch.Generator().manual_seed(5)
+    for n, d in ((40, 6), (5, 12), (200, 16)):  # more samples than dimensions (the dual) and fewer (the kernel)
+        x = torch.randn(n, d, generator=gen).abs() + 0.1 * torch.randn(n, d, generator=gen)
+        assert vendi_score(x) == pytest.approx(_direct_vendi(x), rel=1e-7)
+    assert vendi_score(x * 7.5) == pytest.approx(vendi_score(x), rel=1e-7)  # cosine: the scale does not count
+
+
+def test_vendi_score_closed_forms():
+    """n copies of one sample: 1; n orthogonal unit vectors: n; two orthogonal kinds in equal shares: 2."""
+    from gan.eval.metrics import vendi_score
+
+    row = torch.tensor([[0.3, 1.0, 2.0, 0.0]])
+    assert vendi_score(row.repeat(500, 1)) == pytest.approx(1.0, abs=1e-9)
+    assert vendi_score(torch.eye(7)) == pytest.approx(7.0, rel=1e-9)
+    assert vendi_score(torch.eye(64)[:20]) == pytest.approx(20.0, rel=1e-9)  # n < d: the kernel's side
+    assert vendi_score(torch.eye(3)[:2].repeat(300, 1)) == pytest.approx(2.0, rel=1e-9)  # n > d: the dual's side
+    assert vendi_score(torch.zeros(10, 4)) == 1.0
+    with pytest.raises(ValueError, match="at least one sample"):
+        vendi_score(torch.zeros(0, 4))
+
+
+def test_within_class_vendi_sees_variety_inside_each_predicted_class():
+    """Both sets cover two classes evenly (the same class histogram, modes, kl_uniform and is); within-class Vendi
+    is 1 where each class is one image repeated, and the classes' own scores where they vary."""
+    from gan.eval.metrics import vendi_score, within_class_vendi
+
+    logits = _one_hot_logits([0] * 30 + [1] * 30)
+    copies = torch.cat([torch.eye(40)[:1].repeat(30, 1), torch.eye(40)[1:2].repeat(30, 1)])
+    varied = torch.cat([torch.eye(40)[:30], torch.eye(40)[10:40]])
+    assert within_class_vendi(copies, logits) == pytest.approx(1.0, abs=1e-9)
+    assert within_class_vendi(varied, logits) == pytest.approx(30.0, rel=1e-9)
+    assert vendi_score(copies) == pytest.approx(2.0, rel=1e-9)  # the whole set's score sees only the two kinds
+    # a class below the share (and 2 samples) is left out of the mean; when none holds 2 samples, each scores 1
+    few = _one_hot_logits([0] * 30 + [1] * 30 + [2])
+    with_stray = torch.cat([varied, torch.eye(40)[:1]])
+    assert within_class_vendi(with_stray, few, min_share=0.02) == pytest.approx(30.0, rel=1e-9)
+    assert within_class_vendi(torch.eye(10)[:3], _one_hot_logits([0, 1, 2])) == 1.0
+
+
+def test_memorized_share_flags_copies_not_fresh_points_or_noise():
+    from gan.eval.metrics import MEMORIZED_RATIO, memorized_share, nearest_other_distance
+
+    train = _line(range(0, 100, 10))  # every training point's nearest other is 10 away
+    nearest = nearest_other_distance(train)
+    assert torch.equal(nearest, torch.full((10,), 10.0))
+    assert memorized_share(train, train, nearest) == 1.0  # exact copies
+    assert memorized_share(_line([1000, -500]), train, nearest) == 0.0  # far away: noise
+    # beside the line, as far from the nearest training point as its offset: flagged just inside the ratio's limit
+    inside, outside = 10 * MEMORIZED_RATIO - 0.5, 10 * MEMORIZED_RATIO + 0.5
+    beside = torch.tensor([[20.0, inside], [50.0, inside], [30.0, outside], [70.0, outside]])
+    assert memorized_share(beside, train, nearest) == 0.5
+    assert memorized_share(beside, train, nearest, ratio=1.0) == 1.0  # the plain rule flags all four
+    # a set of 30% copies and 70% points midway between two training images: 0.3, in chunks of any size
+    mixed = torch.cat([_line([10 * i for i in range(3)]), _line([10 * i + 5 for i in range(7)]) + torch.tensor([0, 1])])
+    assert memorized_share(mixed, train, nearest, chunk=3) == pytest.approx(0.3)
+
+
+def test_ranking_agreement_is_kendalls_tau_over_the_runs_both_scored():
+    from scipy.stats import kendalltau
+
+    from gan.eval.metrics import ranking_agreement
+
+    fids = [12.0, 30.5, 8.1, 95.0, 40.2]
+    assert ranking_agreement(fids, [f * 2 + 1 for f in fids])[0] == pytest.approx(1.0)
+    assert ranking_agreement(fids, [-f for f in fids])[0] == pytest.approx(-1.0)
+    other = [11.0, 45.0, 9.5, 60.0, 33.0]  # runs 2 and 5 swap places
+    tau, p = ranking_agreement(fids, other)
+    expected = kendalltau(fids, other)
+    assert (tau, p) == pytest.approx((expected.statistic, expected.pvalue)) and tau == pytest.approx(0.8)
+    # a diverged run (NaN under either) is left out of both rankings
+    assert ranking_agreement([*fids, math.nan], [*other, 3.0]) == pytest.approx((tau, p))
+    with pytest.raises(ValueError, match="the same runs"):
+        ranking_agreement(fids, other[:4])
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        ranking_agreement([1.0, math.nan], [2.0, 3.0])
+
+
+@needs_real_mnist
+@pytest.mark.slow
+def test_the_card_on_the_calibration_sets(evaluator):
+    """memorized: training copies 1, held-out digits, the test split and noise near 0; the Vendi scores: one image
+    repeated 1, each class one image repeated 1 within classes, real digits about 6 (all) and 3 (within a class);
+    kid: real digits near 0, noise far."""
+    from gan.eval.corruptions import duplicates, flat, real_images, training_copy_images
+
+    root = str(REAL_MNIST)
+    images, labels = real_images(root, 2000)
+    feats, logits = evaluator.embed(flat(images), (0.0, 1.0))
+    fresh = evaluator.metrics(feats, logits)
+    copies = evaluator.score(flat(training_copy_images(root, 2000)), (0.0, 1.0))
+    noise = evaluator.score(torch.rand(2000, 1024, generator=torch.Generator().manual_seed(0)), (0.0, 1.0))
+    test = evaluator.metrics(evaluator.test_features, evaluator.test_logits)
+    assert copies["memorized"] == 1.0 and noise["memorized"] == 0.0
+    assert fresh["memorized"] < 0.01 and test["memorized"] < 0.01
+    assert fresh["kid"] < 0.01 and noise["kid"] > 0.5 and noise["density"] == 0.0 == noise["coverage"]
+    assert 5.0 < fresh["vendi"] < 8.0 and 2.5 < fresh["vendi_within"] < 3.5
+    same = evaluator.metrics(*duplicates((feats, logits), labels))  # each image its class's first one
+    assert same["vendi_within"] == pytest.approx(1.0, abs=1e-6) and same["modes"] == fresh["modes"] == 10
+    assert evaluator.metrics(feats[:1].repeat(500, 1), logits[:1].repeat(500, 1))["vendi"] == pytest.approx(1.0)
+
+
+def test_time_card_times_the_evaluation_without_and_with_the_card():
+    from gan.eval.metrics import kth_neighbour_radius, nearest_other_distance, time_card
+
+    gen = torch.Generator().manual_seed(3)
+    real, fake, train = (torch.randn(n, 16, generator=gen) for n in (300, 200, 100))
+    found = time_card(
+        fake, torch.randn(200, 10), real, kth_neighbour_radius(real), train, nearest_other_distance(train), 3
+    )
+    assert found["samples"] == 200 and len(found["ratio_rounds"]) == 3
+    assert found["ratio"] == pytest.approx(sorted(found["ratio_rounds"])[1], abs=1e-3)  # the rounds' median
+    assert found["after_s"] > 0 and found["before_s"] > 0
+    assert set(found["parts_s"]) == {
+        "precision_recall",
+        "density_coverage",
+        "kid",
+        "vendi",
+        "vendi_within",
+        "memorized",
+    }

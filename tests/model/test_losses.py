@@ -15,6 +15,7 @@ from gan.model.losses import (
     squared_gradient_penalty,
     wgan_gp_penalty,
 )
+from gan.model.networks import Discriminator
 from gan.model.penalties import DiscriminatorPenalties
 from gan.model.population import MemberConstants, StackedLinear
 from tests.helpers import gens
@@ -276,3 +277,33 @@ def test_penalty_gradient_reaches_the_critic_weights():
     assert torch.allclose(critic.fc.weight.grad[1], 2 * (0.5 - 1) * w[1] / 0.5, atol=1e-5)
     _, grads = input_gradients(critic, torch.randn(2, 4, 6))
     assert grads.shape == (2, 4, 6) and grads.requires_grad
+
+
+def test_bre_of_known_patterns_and_against_a_direct_sum():
+    from gan.model.bre import bre
+
+    same = torch.full((1, 4, 3), 5.0)  # one pattern for the whole batch: each unit always on (ME 1), pairs equal (AC 1)
+    assert bre(same).item() == pytest.approx(2.0, abs=1e-3)
+    hadamard = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]])[:, 1:] * 100
+    # the three columns are balanced over the 4 rows (ME 0); rows: |s_i . s_j| = 1 of 3 units for every pair
+    assert bre(hadamard.unsqueeze(0)).item() == pytest.approx(1 / 3, abs=1e-3)
+    pre = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(0))
+    s = pre / (pre.abs() + 1e-3)
+    for k in range(2):
+        me = sum(float(s[k, :, u].mean()) ** 2 for u in range(5)) / 5
+        ac = sum(abs(float(s[k, i] @ s[k, j])) / 5 for i in range(6) for j in range(6) if i != j) / 30
+        assert bre(pre)[k].item() == pytest.approx(me + ac, rel=1e-5)
+
+
+def test_bre_penalty_reaches_only_the_members_that_weight_it():
+    acts = ["elu", "elu"]
+    D = Discriminator([16, 8], acts, ["identity"] * 2, [{}] * 2, [torch.Generator().manual_seed(k) for k in (0, 0)])
+    members = [{"r1_weight": 0.0, "r2_weight": 0.0, "gp_weight": 10.0, "bre_weight": w} for w in (1.0, 0.0)]
+    penalties = DiscriminatorPenalties(members, MemberLosses(["ns", "ns"], [0.0, 0.0]), MemberConstants())
+    real, fake = torch.randn(2, 8, 1024), torch.randn(2, 8, 1024)
+    real_logits, fake_logits, penalty = penalties(D, real, fake, None)
+    assert penalty[1].item() == 0.0 and penalty[0].item() > 0 and penalties.penalised(0) and not penalties.penalised(1)
+    assert torch.equal(real_logits, D(real)) and torch.equal(fake_logits, D(fake))
+    penalty.sum().backward()
+    grad = D.net.fc1.weight.grad
+    assert grad[0].abs().sum() > 0 and grad[1].abs().sum() == 0  # member 1's weights get nothing from it

@@ -42,6 +42,7 @@ MIXED = {
         "model.act_params.leaky_relu.negative_slope=0.1",
     ],
     "minimax_identity_out": ["seed=5", "model.loss=minimax", "model.g_act=gelu", "model.d_out_act=tanh"],
+    "bre_elu": ["seed=7", "model.bre_weight=1.0", "model.d_act=elu"],
     "rpgan_r2_variance_preserving": [
         "seed=6",
         "model.loss=rpgan",

@@ -242,3 +242,16 @@ def test_where_and_how_a_run_ran_is_not_a_configuration(tmp_path):
     _write_run(sweep / "b", "0", ["model.g_act=elu", "data.root=/elsewhere", "seed=0"], 20.0)
     runs = find_runs(sweep)
     assert sorted(r.label for r in runs) == ["model.g_act=elu", "model.g_act=relu"]
+
+
+def test_overrides_with_interpolations_are_read_as_written_never_resolved(tmp_path, monkeypatch):
+    from gan.study.runs import find_runs
+    from tests.study.synthetic import write_run
+
+    monkeypatch.setenv("LAB_SECRET", "resolved")
+    write_run(tmp_path, "0_a", ["model.fixed_noise_seed=${seed}", "+note=${oc.env:LAB_SECRET}", "seed=0"], fid=10.0)
+    write_run(tmp_path, "1_b", ["model.fixed_noise_seed=3", "+note=plain", "seed=0"], fid=12.0)
+    runs = {r.path.name: r for r in find_runs(tmp_path)}
+    assert runs["0_a"].problem is None
+    assert runs["0_a"].overrides["model.fixed_noise_seed"] == "${seed}"
+    assert runs["0_a"].overrides["note"] == "${oc.env:LAB_SECRET}"
