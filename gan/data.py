@@ -32,8 +32,15 @@ MNIST_SIDE = 28
 
 
 def raw_folder(root: str | Path) -> Path:
-    """Where torchvision's layout keeps the raw files: ``ROOT/MNIST/raw``."""
-    return Path(root).expanduser().resolve() / "MNIST" / "raw"
+    """Where torchvision's layout keeps the raw files: ``ROOT/MNIST/raw``; a DataError naming ``data.root`` when
+    the path cannot be followed (a symbolic link that points back to itself)."""
+    try:
+        return Path(root).expanduser().resolve() / "MNIST" / "raw"
+    except (OSError, RuntimeError) as exc:  # Python 3.11 says RuntimeError("Symlink loop from ..."), 3.13 ELOOP
+        raise DataError(
+            f"data.root={str(root)!r} cannot be followed: it is a symbolic link loop ({exc}). Point data.root at the "
+            f"folder that holds MNIST/raw/ (on this lab's machines: data.root=../shared/mnist)."
+        ) from None
 
 
 def _existing(folder: Path, name: str) -> Path | None:
@@ -131,23 +138,73 @@ def _header_and_size(path: Path) -> tuple[bytes, int]:
 
 
 def check_files(root: str | Path) -> None:
-    """All four raw files, checked from their headers and lengths (milliseconds: nothing is decoded), so that a
-    damaged one is named before any work starts, not when a split is first read."""
+    """All four raw files, checked for what they are before any work starts (milliseconds), so that a damaged or
+    misplaced one is named then, not when a split is first read or after minutes of training the evaluator: each
+    file's header and length, the counts of each split's images and labels, the training split not smaller than
+    the test split (a swapped pair), and every label a digit 0..9 (the label files are read: 70 kB)."""
     folder = raw_folder(root)
+    counts: dict[tuple[str, str], tuple[Path, int]] = {}
     for split, (images_name, labels_name) in SPLIT_FILES.items():
-        counts = []
-        for name, magic, shape in (
-            (images_name, IMAGES_MAGIC, (MNIST_SIDE, MNIST_SIDE)),
-            (labels_name, LABELS_MAGIC, ()),
+        for kind, name, magic, shape in (
+            ("images", images_name, IMAGES_MAGIC, (MNIST_SIDE, MNIST_SIDE)),
+            ("labels", labels_name, LABELS_MAGIC, ()),
         ):
             path = _existing(folder, name)
             if path is None:
                 raise DataError(f"MNIST {split} file {name} missing in {folder}.")
-            counts.append((path, _check_idx(path, *_header_and_size(path), magic, shape)[0]))
-        if counts[0][1] != counts[1][1]:
+            counts[split, kind] = (path, _check_idx(path, *_header_and_size(path), magic, shape)[0])
+    check_counts(counts, folder)
+    for split in SPLIT_FILES:
+        check_labels(counts[split, "labels"][0], folder)
+
+
+def check_counts(counts: dict[tuple[str, str], tuple[Path, int]], folder: Path) -> None:
+    """Each split's images and labels match in number, and the training split is not the smaller one.
+
+    ``counts``: (split, kind) -> (path, items). MNIST's training files hold 60,000 items and its test files 10,000,
+    so a file (or a pair) put in the other split's place is told by its count. Files of other sizes (the small sets
+    tests make) pass as long as the training split is not smaller than the test split; two splits of equal size
+    cannot be told apart, and pass.
+    """
+    n = {key: items for key, (_, items) in counts.items()}
+    path = {key: file for key, (file, _) in counts.items()}
+    advice = (
+        f"Put each file in its place in {folder} (MNIST's training files hold 60,000 items, its test files 10,000)."
+    )
+    for kind, other in (("images", "labels"), ("labels", "images")):  # one kind's two files exchanged
+        train, test = n["train", kind], n["test", kind]
+        if train < test and (train, test) == (n["test", other], n["train", other]):
             raise DataError(
-                f"{counts[0][0]} holds {counts[0][1]} images but {counts[1][0]} holds {counts[1][1]} labels."
+                f"{path['train', kind].name} and {path['test', kind].name} look swapped: {path['train', kind]} holds "
+                f"{train} {kind} and {path['test', kind]} holds {test}, while the {other} files hold {test} "
+                f"(training) and {train} (test). {advice}"
             )
+    for split in SPLIT_FILES:
+        if n[split, "images"] != n[split, "labels"]:
+            raise DataError(
+                f"{path[split, 'images']} holds {n[split, 'images']} images but {path[split, 'labels']} holds "
+                f"{n[split, 'labels']} labels. {advice}"
+            )
+    if n["train", "images"] < n["test", "images"]:
+        raise DataError(
+            f"The training files ({path['train', 'images'].name}, {path['train', 'labels'].name}) hold "
+            f"{n['train', 'images']} items and the test files ({path['test', 'images'].name}, "
+            f"{path['test', 'labels'].name}) hold {n['test', 'images']}: the training split is never the smaller, so "
+            f"the two pairs look swapped. {advice}"
+        )
+
+
+def check_labels(path: Path, folder: Path) -> None:
+    """Every label in ``path`` is a digit 0..9 (a damaged or foreign file fails here, not in the middle of
+    training the evaluator with an IndexError)."""
+    labels = read_idx(path, LABELS_MAGIC, ())
+    bad = (labels > 9).nonzero()
+    if len(bad):
+        index = int(bad[0, 0])
+        raise DataError(
+            f"{path} holds the label {int(labels[index])} at index {index}; MNIST's labels are the digits 0..9 (labels "
+            f"outside them: {len(bad)} of {len(labels)}). It is damaged or not MNIST's: replace it in {folder}."
+        )
 
 
 def load_split(root: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:

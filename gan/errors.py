@@ -7,8 +7,10 @@ Each message is one paragraph that names the bad value and the valid choices (or
 
 from __future__ import annotations
 
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -35,16 +37,22 @@ class StorageError(LabError, OSError):
 class RunFailed(LabError, RuntimeError):
     """The run stopped after it started: ``status`` ``diverged`` (a non-finite loss) or ``failed``."""
 
+    recorded = True  # whether results.json says so (False: it could not be written, a full disk)
+
     def __init__(self, status: str, reason: str) -> None:
         super().__init__(f"{status}: {reason}")
         self.status = status
         self.reason = reason
 
 
-def check_count(key: str, value: object, minimum: int, hint: str) -> int:
-    """``value`` as an int of at least ``minimum``, else a ConfigError naming ``key``, the value and ``hint``."""
+def check_count(key: str, value: object, minimum: int, hint: str, maximum: int | None = None) -> int:
+    """``value`` as an int of at least ``minimum`` (and at most ``maximum``, when given), else a ConfigError naming
+    ``key``, the value and ``hint``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum} ({hint}), got {value!r}.")
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{key} must be an integer {bound} ({hint}), got {value!r}.")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key} must be an integer from {minimum} to {maximum} ({hint}), got {value!r}.")
     return value
 
 
@@ -63,6 +71,39 @@ class Interrupted(RunFailed):
         super().__init__("interrupted", reason)
         self.signum = int(signum)
         self.exit_code = 128 + self.signum
+
+
+@contextmanager
+def stops_on_signals(what: str, after: str) -> Iterator[Callable[[], None]]:
+    """While long work runs that keeps nothing half-done (the evaluator's training), SIGTERM and SIGINT are noted
+    and the ``check()`` this yields, called by the work between two steps, raises ``Interrupted`` naming ``what``
+    and ``after`` (what becomes of the work); a second signal stops at once. The handlers in place before (during a
+    fit, Lightning's and the lab's) are put back after. Outside the main thread (no handlers there) it only checks.
+    """
+    noted: list[int] = []
+
+    def reason(signum: int) -> str:
+        return f"{signal.Signals(signum).name} while {what}; {after}"
+
+    def note(signum: int, frame: object) -> None:
+        if noted:
+            raise Interrupted(signum, reason(signum))  # asked twice
+        noted.append(signum)
+        print(f"\n{signal.Signals(signum).name} received: stopping {what}", file=sys.stderr, flush=True)
+
+    def check() -> None:
+        if noted:
+            raise Interrupted(noted[0], reason(noted[0]))
+
+    if threading.current_thread() is not threading.main_thread():
+        yield check
+        return
+    previous = {signum: signal.signal(signum, note) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield check
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextmanager

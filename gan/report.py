@@ -12,15 +12,19 @@ still-running sweeps) and writes into SWEEP_DIR:
   highest fid: none is called best), configurations with fewer than 3 scored seeds flagged; when two or more
   overrides vary, each one's main effect (its levels pooled over the others and the seeds: Kruskal-Wallis p, each
   level against the best level with raw and Holm-adjusted U-test p-values); the rank correlations of the final
-  fid with each run's dead-unit and saturated shares and G's Jacobian conditioning; the runs that did not finish
-  or cannot be read, and why;
+  fid with each run's dead-unit and saturated shares, G's Jacobian conditioning and D's side (unit entropy,
+  pattern similarity, input-gradient norms, learning-signal diversity); the early warning of collapse
+  (``gan.study.warning``: a model of each run's final verdict from its first 10% of diagnostics, its AUROC
+  cross-validated over held-out seeds with a bootstrap interval, and which measures carry it); the runs that did
+  not finish or cannot be read, and why;
 - ``fid_heatmap.png``: mean final fid per (model.g_act, model.d_act) cell, when the sweep varies both, each cell
   captioned with its mean, the seeds scored and the runs collapsed;
 - ``curves.png``: fid and losses against generator iterations per configuration, mean over seeds with a min-max
   band (the losses at the iterations completed, as the evaluations count them);
 - ``samples.png``: the latest sample grid of one run per configuration, side by side;
-- ``mechanism.png``: final fid against G's dead share, saturated share and Jacobian conditioning, one point per
-  run, one colour and marker per configuration (the fid axis linear unless the fids span more than 10 times);
+- ``mechanism.png``: final fid against G's dead share, saturated share and Jacobian conditioning, and D's unit
+  entropy, input-gradient norm and learning-signal diversity on fakes, one point per run, one colour and marker
+  per configuration (the fid axis linear unless the fids span more than 10 times);
 - for an equal-budget tuning study (``experiment=tuning_budget``): a section of ``report.md`` with each
   configuration's expected best fid after n of its k draws (exact, with a bootstrap band), success rate with a 95%
   interval, best draw and its settings, and Kendall's tau between the rankings at the baseline and at the best
@@ -41,12 +45,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gan.errors import StorageError
 from gan.runs.rundir import RESULTS_NAME
 from gan.runs.tuning import BEST_DRAWS
 from gan.study.plots import plot_curves, plot_heatmap, plot_mechanism, plot_samples
 from gan.study.runs import find_runs
 from gan.study.tables import factor_effects, mechanism, summarize, write_csv, write_markdown
 from gan.study.tuning import markdown_lines, plot_budget_curves, tuning_rows, write_best_draws
+from gan.study.warning import early_warning, later_horizons
+from gan.study.warning import markdown_lines as warning_lines
 
 Say = Callable[[str], None]  # where the progress lines go
 
@@ -87,8 +94,8 @@ def _plotted(name: str, plot: Any, path: Path, say: Say = to_stderr) -> bool:
     say(f"drawing {name} ...")
     try:
         drawn = bool(plot(path))
-    except OSError:
-        raise  # the folder cannot be written: the report as a whole cannot
+    except StorageError:
+        raise  # the folder cannot be written (a full or read-only disk): the report as a whole cannot
     except Exception as exc:  # noqa: BLE001 - one figure lost, not the report
         print(f"warning: {name} left out: {type(exc).__name__}: {exc}", file=sys.stderr)
         return False
@@ -123,6 +130,9 @@ def report(sweep: str | Path, say: Say = to_stderr) -> dict[str, Any]:
         figures.append(("budget_curves.png", lambda path: plot_budget_curves(tuning, path)))
     plots = [name for name, plot in figures if _plotted(name, plot, sweep / name, say)]
     extra = markdown_lines(tuning) if tuning else []
+    say("fitting the early warning of collapse (cross-validated over seeds) ...")
+    warning = early_warning(runs)
+    extra += warning_lines(warning, later_horizons(runs))
     if tuning:
         say(f"writing {BEST_DRAWS} ...")
         write_best_draws(tuning, runs, sweep / BEST_DRAWS)
@@ -130,7 +140,14 @@ def report(sweep: str | Path, say: Say = to_stderr) -> dict[str, Any]:
     write_markdown(sweep, runs, rows, plots, mechanism(runs), factor_effects(runs), extra)
     seconds = time.perf_counter() - started
     say(f"done in {seconds:.1f} s")
-    return {"runs": len(runs), "configurations": rows, "plots": plots, "tuning": tuning, "seconds": seconds}
+    return {
+        "runs": len(runs),
+        "configurations": rows,
+        "plots": plots,
+        "tuning": tuning,
+        "warning": warning,
+        "seconds": seconds,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -141,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         result = report(args.sweep)
     except FileNotFoundError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    except OSError as exc:  # a read-only or full disk
+    except StorageError as exc:  # a full or read-only disk: the file named, the previous one kept
+        raise SystemExit(f"error: {exc}") from exc
+    except OSError as exc:
         raise SystemExit(f"error: cannot write the report into {args.sweep}: {exc}") from exc
     written = ["results.csv", *result["plots"], *([BEST_DRAWS] if result["tuning"] else [])]
     print(

@@ -1,6 +1,7 @@
 """gan.data: reading MNIST's IDX files, padding and scaling, packed batches, limited-data subsets."""
 
 import gzip
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,6 +186,105 @@ def test_bad_files_get_a_clear_error_naming_the_file(tmp_path, how, pattern):
     with pytest.raises(DataError, match=pattern) as err:
         MNISTDataModule(root=str(root), download=False).setup("fit")
     assert "train-images-idx3-ubyte" in str(err.value)
+
+
+def _swap(folder, first, second):
+    (folder / first).rename(folder / "tmp")
+    (folder / second).rename(folder / first)
+    (folder / "tmp").rename(folder / second)
+
+
+def _misplaced(tmp_path, how, gz):
+    """A small MNIST (30 training, 10 test items) with one thing wrong that headers and lengths do not show."""
+    root = make_mnist(tmp_path, n_train=30, n_test=10, gz=gz)
+    folder, ext = raw_folder(root), ".gz" if gz else ""
+    if how == "pairs_swapped":
+        _swap(folder, f"train-images-idx3-ubyte{ext}", f"t10k-images-idx3-ubyte{ext}")
+        _swap(folder, f"train-labels-idx1-ubyte{ext}", f"t10k-labels-idx1-ubyte{ext}")
+    elif how == "images_swapped":
+        _swap(folder, f"train-images-idx3-ubyte{ext}", f"t10k-images-idx3-ubyte{ext}")
+    elif how == "labels_swapped":
+        _swap(folder, f"train-labels-idx1-ubyte{ext}", f"t10k-labels-idx1-ubyte{ext}")
+    elif how == "label_200":
+        labels = torch.arange(10, dtype=torch.uint8) % 10
+        labels[7] = 200
+        (folder / f"t10k-labels-idx1-ubyte{ext}").unlink()
+        write_idx(folder / "t10k-labels-idx1-ubyte", labels, LABELS_MAGIC, gz)
+    elif how == "short_test_pixels":
+        path = folder / "t10k-images-idx3-ubyte"
+        if gz:
+            (folder / "t10k-images-idx3-ubyte.gz").unlink()
+        write_idx(path, torch.zeros(10, 28, 28, dtype=torch.uint8), IMAGES_MAGIC, gz)
+        if not gz:
+            path.write_bytes(path.read_bytes()[:-28])  # one row of the last image missing
+        else:
+            data = gzip.decompress(Path(f"{path}.gz").read_bytes())[:-28]
+            Path(f"{path}.gz").write_bytes(gzip.compress(data))
+    return root, folder
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+@pytest.mark.parametrize(
+    "how,pattern,files",
+    [
+        (
+            "pairs_swapped",
+            r"The training files \(train-images-idx3-ubyte.*, train-labels-idx1-ubyte.*\) hold 10 items and the test "
+            r"files \(t10k-images-idx3-ubyte.*, t10k-labels-idx1-ubyte.*\) hold 30: .* look swapped",
+            ["train-images", "train-labels", "t10k-images", "t10k-labels"],
+        ),
+        (
+            "images_swapped",
+            r"train-images-idx3-ubyte.* and t10k-images-idx3-ubyte.* look swapped: .* holds 10 images and .* holds 30, "
+            r"while the labels files hold 30 \(training\) and 10 \(test\)",
+            ["train-images", "t10k-images"],
+        ),
+        (
+            "labels_swapped",
+            r"train-labels-idx1-ubyte.* and t10k-labels-idx1-ubyte.* look swapped: .* holds 10 labels and .* holds 30",
+            ["train-labels", "t10k-labels"],
+        ),
+        (
+            "label_200",
+            r"t10k-labels-idx1-ubyte.* holds the label 200 at index 7; .* digits 0..9 \(labels outside them: 1 of 10\)",
+            ["t10k-labels"],
+        ),
+        (
+            "short_test_pixels",
+            r"t10k-images-idx3-ubyte.* is truncated or corrupted: its header promises 10",
+            ["t10k-im"],
+        ),
+    ],
+)
+def test_files_in_the_wrong_place_or_with_bad_labels_are_named_before_any_work(tmp_path, how, pattern, files, gz):
+    root, folder = _misplaced(tmp_path, how, gz)
+    with pytest.raises(DataError, match=pattern) as err:
+        MNISTDataModule(root=str(root), download=False).prepare_data()  # headers, counts and labels: no decoding
+    assert str(folder) in str(err.value) and all(name in str(err.value) for name in files)
+
+
+def test_small_sets_pass_unless_the_training_split_is_the_smaller(tmp_path):
+    """The count rule lets any training split pass that is not smaller than the test split (equal ones included)."""
+    from gan.data import check_files
+
+    check_files(make_mnist(tmp_path / "equal", n_train=8, n_test=8))
+    check_files(make_mnist(tmp_path / "small", n_train=30, n_test=10))
+
+
+def test_a_data_root_that_is_a_symlink_loop_is_one_clear_error(tmp_path, capsys):
+    from gan.data import prepare_files
+    from gan.errors import exits_on_error
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(DataError, match=f"data.root='{loop}' cannot be followed: it is a symbolic link loop"):
+        MNISTDataModule(root=str(loop), download=False).prepare_data()
+    with pytest.raises(SystemExit) as stop, exits_on_error():  # as every entry point words it
+        prepare_files(loop, download=True)
+    err = capsys.readouterr().err
+    assert (
+        stop.value.code == 2 and err.startswith(f"error: data.root='{loop}' cannot be followed") and "Trace" not in err
+    )
 
 
 def test_gzip_helper_is_really_gzip(tmp_path):

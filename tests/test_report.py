@@ -140,6 +140,35 @@ def test_report_writes_what_it_can_and_lists_what_it_cannot(tmp_path, tiny_mnist
     )
 
 
+def test_a_record_nested_too_deep_or_of_the_wrong_kind_is_listed_and_the_report_goes_on(tmp_path):
+    """Issue 23: a results.json nested 100,000 deep stopped the report with a RecursionError, and a record whose
+    config is a list or whose iterations are NaN with an AttributeError or ValueError: each is listed as unreadable
+    and the others are reported."""
+    from gan.report import report
+    from tests.study.synthetic import write_run
+
+    sweep = tmp_path / "sweep"
+    for seed in range(3):
+        write_run(sweep, f"good_{seed}", ["model.g_act=elu", f"seed={seed}"], 40.0 + seed)
+    damaged = {
+        "deep": ("[" * 100_000 + "]" * 100_000, "RecursionError"),
+        "config_list": ('{"status": "finished", "config": [[1]]}', "fields of the wrong kind: config=[[1]]"),
+        "nan_iterations": ('{"status": "finished", "iterations": NaN}', "fields of the wrong kind: iterations=nan"),
+    }
+    for name, (text, _) in damaged.items():
+        (sweep / name).mkdir()
+        (sweep / name / "results.json").write_text(text)
+    (sweep / "deep_overrides" / ".hydra").mkdir(parents=True)
+    (sweep / "deep_overrides" / ".hydra" / "overrides.yaml").write_text("[" * 100_000 + "]" * 100_000)
+    result = report(sweep, say=lambda line: None)
+    assert result["runs"] == 7 and sum(r.fid.n for r in result["configurations"]) == 3
+    text = (sweep / "report.md").read_text()
+    for name, (_, why) in damaged.items():
+        line = next(line for line in text.splitlines() if line.startswith(f"- `{name}`: unreadable: "))
+        assert why in line, line
+    assert "- `deep_overrides`: unreadable: .hydra/overrides.yaml unreadable (RecursionError)" in text
+
+
 def test_progress_is_counted_every_tenth_but_not_every_run():
     from gan.report import counter
 

@@ -291,6 +291,13 @@ class GANModule(L.LightningModule):
             self.alive[member] = False
             self._set_active()
 
+    def stop_if_all_diverged(self) -> None:
+        """End the fit with ``RunFailed("diverged", ...)`` (the latest divergence's reason) when no member is left
+        training: nothing is left to step, sample, score or save, and the run must end as diverged, not crash on an
+        empty population."""
+        if self.divergence and not any(self.alive):
+            raise RunFailed("diverged", self.divergence[max(self.divergence, key=lambda k: self.divergence[k][0])][1])
+
     def _record_step(self, scalars: dict[str, torch.Tensor]) -> None:
         """Each member's scalars of this logging step and the non-finite flags (one device-to-host copy for all):
         a member with a non-finite loss since the last read is marked diverged and frozen; when none is left, the
@@ -309,8 +316,7 @@ class GANModule(L.LightningModule):
                 for std, initial in zip(self.d_view.noise_now, self.d_view.initial_noise, strict=True)
             ]
         self.step_metrics = table  # what the callbacks log per member and the progress bar shows
-        if not any(self.alive):
-            raise RunFailed("diverged", self.divergence[max(self.divergence, key=lambda k: self.divergence[k][0])][1])
+        self.stop_if_all_diverged()
 
     def _set_active(self) -> None:
         for opt in self.trainer.optimizers if self._trainer is not None else []:

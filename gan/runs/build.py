@@ -4,6 +4,8 @@ into one ConfigError naming the config group."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from gan.data import MNISTDataModule
-from gan.errors import ConfigError, RunFailed
+from gan.errors import ConfigError, LabError, RunFailed
 from gan.eval.metrics import METRIC_NAMES
+from gan.files import DISK_PROBLEMS, storage_error
 from gan.runs.checkpoints import read_checkpoint
 from gan.runs.packing import merge_checkpoints
 from gan.runs.rundir import MemberRun, RunResults, claim_run_dir
@@ -150,7 +153,66 @@ def build_loggers(config: Mapping[str, Any]) -> list[Any]:
     logger = config.get("logger")
     if not logger or fast_dev_iterations(config.get("trainer")) > 0:
         return []
+    quiet_writer_threads()
     return [instantiate(logger, "logger")]
+
+
+def quiet_writer_threads() -> None:
+    """TensorBoard's event file writer thread keeps a failed write's error (a full disk) and raises it again at the
+    next write in the training thread, where the lab words it (``failure_reason``): the thread's own traceback on
+    the console would only repeat it. Other threads' errors are reported as before."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_writer_threads", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    hook.quiets_writer_threads = True
+    threading.excepthook = hook
+
+
+def failure_reason(exc: BaseException, runs: Sequence[MemberRun] = (), folder: str | Path | None = None) -> str:
+    """How a run that stopped on ``exc`` records it: a lab error's own message; a full or read-only disk as
+    ``Cannot write PATH: the disk is full (...)``, naming the file (for a TensorBoard event file, whose writes fail
+    in its writer's thread and surface later without a file name, the member's event file, else ``folder``); else
+    the error."""
+    if isinstance(exc, LabError):
+        return str(exc)
+    cause = disk_cause(exc)
+    if cause is None:
+        return f"{type(exc).__name__}: {exc}"
+    problem = DISK_PROBLEMS[cause.errno]
+    found = [path for run in runs if (path := event_file_failed(run, cause)) is not None]
+    if found:
+        return str(storage_error(found[0], problem, "the event file keeps what was written before"))
+    fallback = folder if folder is not None else runs[0].run_dir if runs else Path.cwd()
+    path = Path(os.fsdecode(cause.filename)) if cause.filename else Path(fallback)
+    return str(storage_error(path, problem, "the files written before are kept"))
+
+
+def disk_cause(exc: BaseException) -> OSError | None:
+    """The full or read-only disk behind ``exc``, if any: Lightning's TensorBoard logger raises a ValueError
+    ("you tried to log ...") from the OSError its event file's writer gave."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in DISK_PROBLEMS:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def event_file_failed(run: MemberRun, exc: BaseException) -> Path | None:
+    """The member's TensorBoard event file whose writer thread raised ``exc`` (tensorboard keeps the error in its
+    ``_AsyncWriterThread`` and raises it at the next write or flush), or None."""
+    for logger in run.loggers:
+        writer = getattr(getattr(getattr(logger, "_experiment", None), "file_writer", None), "event_writer", None)
+        worker = getattr(getattr(writer, "_async_writer", None), "_worker", None)
+        if worker is not None and getattr(worker, "exception", None) is exc:
+            return Path(writer._file_name)
+    return None
 
 
 def job_order(plans: Sequence[Any]) -> list[int]:
@@ -186,7 +248,7 @@ def member_runs(plans: Sequence[Any]) -> list[MemberRun]:
             cfg = OmegaConf.create(plan.config)
             run.log_config(OmegaConf.to_yaml(cfg), metric_tags(cfg, plan.member), plan.named)
         except Exception as exc:  # noqa: BLE001 - any logger's failure: every member recorded, then reported
-            reason = f"the logger failed: {type(exc).__name__}: {exc}"
+            reason = f"the logger failed: {failure_reason(exc, folder=plan.run_dir)}"
             for earlier in made.values():
                 earlier.record.finish("failed", 0, reason)
                 for built in earlier.loggers:

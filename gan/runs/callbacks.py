@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from gan.errors import Interrupted, check_count
-from gan.files import atomic_write
+from gan.files import atomic_write, save_torch_atomic
 from gan.runs.packing import member_checkpoint
 from gan.runs.rundir import MemberRun
 
@@ -51,6 +51,8 @@ class Population(Protocol):
     def check_divergence(self, first: Sequence[float] | None = None) -> list[int]: ...
 
     def mark_diverged(self, member: int, iteration: int, reason: str) -> None: ...
+
+    def stop_if_all_diverged(self) -> None: ...
 
     def sample(self, z: torch.Tensor, ema: bool | None = None) -> torch.Tensor: ...
 
@@ -82,8 +84,10 @@ class MemberCallback(Callback):
 
     def live(self, pl_module: Population) -> list[MemberRun]:
         """The members still training, with the non-finite flags read first (a diverged member's folder keeps what
-        it had when it diverged: nothing of it is saved or scored after its loss went NaN)."""
+        it had when it diverged: nothing of it is saved or scored after its loss went NaN). When none is left the
+        fit ends as diverged (``RunFailed``) instead of sampling, scoring or saving an empty population."""
         pl_module.check_divergence()
+        pl_module.stop_if_all_diverged()
         return [run for run in self.runs if pl_module.alive[run.index]]
 
 
@@ -95,7 +99,7 @@ def save_member_checkpoints(trainer: L.Trainer, runs: Sequence[MemberRun], relat
     pack = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
     for run in runs:
         checkpoint = member_checkpoint(pack, run.index)
-        atomic_write(run.run_dir / relative_path, lambda tmp, checkpoint=checkpoint: torch.save(checkpoint, tmp))
+        save_torch_atomic(run.run_dir / relative_path, checkpoint)
 
 
 class MemberScalars(MemberCallback):
@@ -179,10 +183,9 @@ class SampleGrid(MemberCallback):
                 grid = make_grid(images, nrow=self.nrow, padding=2, pad_value=0.5)
                 for experiment in run.experiments("add_image"):
                     experiment.add_image(f"samples/fixed_noise{suffix}", grid, global_step=pl_module.iteration)
-                folder = run.run_dir / self.dirname
-                folder.mkdir(parents=True, exist_ok=True)
-                # Lightning's epoch numbering, from 0
-                save_image(grid, folder / f"epoch{trainer.current_epoch:04d}{suffix}.png")
+                # Lightning's epoch numbering, from 0; written beside its path and renamed, as every file
+                path = run.run_dir / self.dirname / f"epoch{trainer.current_epoch:04d}{suffix}.png"
+                atomic_write(path, lambda tmp, grid=grid: save_image(grid, tmp, format="png"))
 
 
 class LastCheckpoint(MemberCallback, Checkpoint):
@@ -199,6 +202,10 @@ class LastCheckpoint(MemberCallback, Checkpoint):
             "callbacks.last_checkpoint.every_n_epochs", every_n_epochs, 0, "0 = at the end"
         )
         self._saved_at_step = -1
+        self._training = False  # False until the fit loop starts (its state restored from a resumed checkpoint)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Population) -> None:
+        self._training = True
 
     def _save(self, trainer: L.Trainer, pl_module: Population) -> None:
         if trainer.global_step == self._saved_at_step or trainer.sanity_checking:
@@ -214,8 +221,10 @@ class LastCheckpoint(MemberCallback, Checkpoint):
         self._save(trainer, pl_module)
 
     def on_exception(self, trainer: L.Trainer, pl_module: Population, exception: BaseException) -> None:
-        """Stopped by a signal between two iterations: the checkpoint to resume from (of whole iterations)."""
-        if isinstance(exception, (Interrupted, SIGTERMException)):
+        """Stopped by a signal between two iterations: the checkpoint to resume from (of whole iterations). A signal
+        before training started (while the evaluator trains in setup) saves nothing: the model is not restored yet,
+        and a resumed run's last.ckpt must stay the one it resumes from."""
+        if self._training and isinstance(exception, (Interrupted, SIGTERMException)):
             self._save(trainer, pl_module)
 
 

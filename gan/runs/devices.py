@@ -13,12 +13,18 @@ from lightning.pytorch.accelerators import AcceleratorRegistry
 from gan.errors import ConfigError
 
 # What each accelerator name needs, as a user would say it.
-DEVICE_WORDS = {"cuda": "CUDA device (GPU)", "mps": "Apple MPS device", "xla": "TPU (XLA device)"}
+DEVICE_WORDS = {"cuda": "CUDA device (GPU)", "mps": "GPU of an Apple machine (MPS)", "xla": "TPU (XLA device)"}
+
+
+# What this lab trains on: Lightning's names for a CPU or a GPU (``gpu`` and ``cuda`` alike; ``mps``: Apple's).
+# Lightning registers others (``tpu``), which this lab's packed training has never run on.
+LAB_ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
 def accelerator_names() -> list[str]:
-    """The values ``trainer.accelerator`` takes: Lightning's registered accelerators, ``auto`` and ``gpu``."""
-    return sorted(AcceleratorRegistry.available_accelerators() | {"auto", "gpu"})
+    """The values ``trainer.accelerator`` takes: Lightning's registered accelerators this lab trains on, ``auto``
+    and ``gpu``."""
+    return [name for name in LAB_ACCELERATORS if name in AcceleratorRegistry.available_accelerators() | {"auto", "gpu"}]
 
 
 def trains_elsewhere(launcher_target: Any) -> bool:
@@ -33,6 +39,11 @@ def check_accelerator(accelerator: Any, here: bool = True) -> None:
     ``trainer.accelerator=auto`` / ``cpu`` (or ``trainer=cpu``) as the fix."""
     name = str(accelerator)
     names = accelerator_names()
+    if name in AcceleratorRegistry.available_accelerators() and name not in names:
+        raise ConfigError(
+            f"trainer.accelerator={name} is Lightning's, but this lab trains on a CPU or a GPU only; valid choices: "
+            f"{', '.join(names)} (auto: a GPU when there is one, else the CPU). Nothing was written."
+        )
     if name not in names:
         raise ConfigError(f"trainer.accelerator={name!r} is not known. Available names are: {', '.join(names)}.")
     registered = {"gpu": "cuda"}.get(name, name)

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from gan.data import MNISTDataModule
-from gan.errors import ConfigError, Interrupted, RunFailed, StorageError
+from gan.errors import ConfigError, Interrupted, RunFailed
 from gan.eval.metrics import METRIC_NAMES
 from gan.model.module import GANModule
 from gan.runs.build import (
@@ -30,6 +30,8 @@ from gan.runs.build import (
     build_callbacks,
     build_datamodule,
     build_trainer,
+    event_file_failed,
+    failure_reason,
     fast_dev_iterations,
     job_order,
     member_runs,
@@ -59,7 +61,7 @@ def train_pack(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
     for i, plan in enumerate(plans):
         if plan.done is not None:
             summaries[i] = _summary(plan, plan.done, 0, 0.0) | {"skipped": "finished before"}
-            print(f"{plan.job}: already {plan.done['status']} in {plan.run_dir}; skipped")
+            print(plan.skipped_line())
     todo = [i for i, plan in enumerate(plans) if plan.done is None]
     if todo:
         order = [todo[j] for j in activation_order([plans[i].member for i in todo])]
@@ -132,11 +134,12 @@ def _train(
     except RunFailed:
         pass  # every member diverged; each is recorded
     except Exception as exc:  # noqa: BLE001 - recorded for every member still training, then reported
-        failure = f"{type(exc).__name__}: {exc}"
+        failure = failure_reason(exc, runs)
         if len(plans) == 1:
-            _close(runs, module, trainer, failure)
-            raise RunFailed("failed", failure) from exc
-    _close(runs, module, trainer, failure, interrupted)
+            error = RunFailed("failed", failure)
+            error.recorded = _close(runs, module, trainer, failure)
+            raise error from exc
+    recorded = _close(runs, module, trainer, failure, interrupted)
     wall = time.perf_counter() - start
     summaries = [
         _summary(p, r.record.data, trainer.num_training_batches, wall) for p, r in zip(plans, runs, strict=True)
@@ -144,9 +147,12 @@ def _train(
     for i in job_order(plans):  # the sweep's order, not the pack's
         _print_summary(summaries[i], plans[i], len(plans))
     if interrupted is not None:  # the whole pack stops: the scheduler wants the process gone
+        interrupted.recorded = recorded
         raise interrupted
-    if len(plans) == 1 and summaries[0]["status"] == "diverged":
-        raise RunFailed("diverged", summaries[0]["reason"])
+    if len(plans) == 1 and summaries[0]["status"] in ("diverged", "failed"):  # failed: found while closing
+        error = RunFailed(summaries[0]["status"], summaries[0]["reason"])
+        error.recorded = recorded
+        raise error
     return summaries
 
 
@@ -156,12 +162,17 @@ def _close(
     trainer: L.Trainer,
     failure: str | None,
     interrupted: Interrupted | None = None,
-) -> None:
-    """Every member's results.json says how it ended; loggers are flushed."""
-    module.check_divergence()  # a loss that went non-finite since the last logging step
-    scalars = [c for c in trainer.callbacks if isinstance(c, MemberScalars)]
-    if scalars:
-        scalars[0].on_train_batch_end(trainer, module)  # divergences found in the last step
+) -> bool:
+    """Every member's results.json says how it ended; loggers are flushed. Returns whether every record was
+    written (a full disk can keep one from it: said on stderr, never claimed)."""
+    recorded = True
+    try:
+        module.check_divergence()  # a loss that went non-finite since the last logging step
+        scalars = [c for c in trainer.callbacks if isinstance(c, MemberScalars)]
+        if scalars:
+            scalars[0].on_train_batch_end(trainer, module)  # divergences found in the last step
+    except Exception as exc:  # noqa: BLE001 - the last step's scalars not logged (a full disk): the run failed
+        failure = failure or failure_reason(exc, runs)
     for run in runs:
         try:
             if run.record.data["status"] == "running":
@@ -171,10 +182,27 @@ def _close(
                     run.record.finish("interrupted", module.iteration, interrupted.reason)
                 else:
                     run.record.finish("interrupted" if trainer.interrupted else "finished", module.iteration)
-            for logger in run.loggers:
-                logger.finalize("success" if failure is None else "failed")
-        except (StorageError, OSError) as exc:  # a full disk: the run's end goes unrecorded, said here instead
-            print(f"warning: {run.run_dir}: how the run ended could not be recorded: {exc}", file=sys.stderr)
+        except OSError as exc:  # a full disk: the run's end goes unrecorded, said here instead
+            recorded = False
+            print(
+                f"warning: {run.run_dir}: how the run ended could not be recorded (its results.json still says "
+                f"running): {exc}",
+                file=sys.stderr,
+            )
+        _finalize_loggers(run, failure)
+    return recorded
+
+
+def _finalize_loggers(run: MemberRun, failure: str | None) -> None:
+    """The member's loggers flushed and closed; a logger that cannot write any more (a full disk) is said once,
+    unless that is the failure the run already records."""
+    for logger in run.loggers:
+        try:
+            logger.finalize("success" if failure is None else "failed")
+        except OSError as exc:
+            if failure is None or str(event_file_failed(run, exc)) not in failure:
+                why = failure_reason(exc, [run])
+                print(f"warning: {run.run_dir}: its logger could not be closed: {why}", file=sys.stderr)
 
 
 def _summary(plan: MemberPlan, results: dict[str, Any], batches: int, wall_s: float) -> dict[str, Any]:

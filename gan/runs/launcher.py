@@ -5,12 +5,13 @@ population in one process (``gan.runs.fit.train_pack``).
     python -m gan.train -m ... hydra/launcher=packed_slurm                                # one SLURM job (GPU) per pack
     python -m gan.train -m ... hydra/launcher=packed hydra.launcher.max_members=32        # packs of at most 32
 
-Every job first goes through Hydra's own job setup (its folder, ``.hydra/`` with the composed config and
-overrides) and ``gan.runs.plan.prepare`` (all values checked, resume settled). A bad value in any job stops the
-sweep before any pack starts, naming each bad job. Jobs whose configs agree on what a pack shares
-(``gan.runs.packing.pack_key``) train together, at most ``max_members`` at a time; each member writes its own run
-directory, and each job returns its final fid to the sweeper (NaN when it has none), so Optuna's batches of
-``n_jobs`` trials train as packs too.
+Every job first goes through Hydra's own job setup (its folder) and ``gan.runs.plan.prepare`` (all values checked,
+resume settled). A bad value in any job, or a job folder another live run holds, stops the sweep before any pack
+starts, naming each bad job, with nothing written; then each job to train gets its folder's lock and its ``.hydra/``
+(the composed config and overrides), and a finished job is skipped with its folder left as it is. Jobs whose
+configs agree on what a pack shares (``gan.runs.packing.pack_key``) train together, at most ``max_members`` at a
+time; each member writes its own run directory, and each job returns its final fid to the sweeper (NaN when it has
+none), so Optuna's batches of ``n_jobs`` trials train as packs too.
 
 Hydra finds launchers only in the ``hydra_plugins`` namespace: ``hydra_plugins/gan_packed_launcher`` names the
 classes there and registers their configs (``register_configs``); the code is here.
@@ -37,14 +38,17 @@ from gan.errors import Interrupted, LabError, RunFailed
 log = logging.getLogger(__name__)
 
 
-def prepare_job(cfg: DictConfig) -> Any:
+def prepare_job(cfg: DictConfig) -> tuple[Any, dict[str, str]]:
     """Hydra's task for one job of a packed sweep: check it and return its plan (``gan.runs.plan.prepare``), with
-    the job's state read here, where Hydra runs the job."""
+    the job's state read here, where Hydra runs the job, and its ``.hydra/`` files (written once every job of the
+    sweep is accepted)."""
     # Imported here, not at the top (here and below): Hydra imports every launcher plugin when it scans for plugins,
     # and torch + Lightning would add seconds to the start of every command.
     from gan.runs.plan import JobState, prepare
+    from gan.runs.rundir import hydra_record
 
-    return prepare(cfg, JobState.from_hydra())
+    record = hydra_record(cfg)  # before the checks resolve cfg
+    return prepare(cfg, JobState.from_hydra()), record
 
 
 def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
@@ -59,13 +63,19 @@ def run_pack(plans: Sequence[Any]) -> list[dict[str, Any]]:
     except RunFailed as exc:  # a pack of one that diverged, or a pack that failed: recorded in the results.json
         print(f"{', '.join(p.job for p in plans)}: run {exc}", file=sys.stderr)
         return [{"status": exc.status, "reason": str(exc)} for _ in plans]
-    except LabError as exc:
+    except LabError as exc:  # refused before it trained: what its members wrote is taken back
+        from gan.runs.rundir import withdraw_run_dir
+
         print(f"error: {', '.join(p.job for p in plans)}: {exc}", file=sys.stderr)
+        for plan in plans:
+            withdraw_run_dir(plan.run_dir)
         return [{"status": "refused", "reason": str(exc)} for _ in plans]
 
 
 class PackedLauncherBase(Launcher):
     """Groups the sweep's jobs into packs and trains them; subclasses choose where a pack runs (``run_packs``)."""
+
+    _HOLDS_LOCKS = True  # the packs train in this process, which keeps its jobs' folders from their claim on
 
     def __init__(self, max_members: Optional[int] = None, **executor: Any) -> None:
         self.max_members = int(max_members) if max_members else None
@@ -81,6 +91,7 @@ class PackedLauncherBase(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from gan.runs.packing import group_packs, pack_key  # lazily: see prepare_job
+        from gan.runs.rundir import note_refused, release_run_dir, write_hydra_record
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -88,25 +99,26 @@ class PackedLauncherBase(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         returns = [self._prepare(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        bad = [r for r in returns if r.status != JobStatus.COMPLETED]
+        bad = [(r, r._return_value) for r in returns if r.status != JobStatus.COMPLETED]
         if bad:
-            for r in bad:
-                print(
-                    f"error: job {r.hydra_cfg.hydra.job.num} ({' '.join(r.overrides) or 'no overrides'}): "
-                    f"{r._return_value}",
-                    file=sys.stderr,
-                )
-            print(f"error: {len(bad)} of {len(returns)} jobs refused; no pack was started.", file=sys.stderr)
-            sys.exit(2)
-        plans = [r._return_value for r in returns]
+            self._refuse(returns, bad)
+        plans = [r._return_value[0] for r in returns]
         todo = [i for i, p in enumerate(plans) if p.done is None]
+        busy = self._claim([plans[i] for i in todo], [returns[i] for i in todo])
+        if busy:
+            self._refuse(returns, busy)
+        for i in todo:  # each job's .hydra/, now that every job of the sweep is accepted
+            write_hydra_record(plans[i].run_dir, returns[i]._return_value[1])
+        if not self._HOLDS_LOCKS:
+            for i in todo:  # each pack's own process takes its members' folders
+                release_run_dir(plans[i].run_dir)
         packs = [
             [todo[j] for j in pack]
             for pack in group_packs([pack_key(plans[i].config, plans[i].resume_step) for i in todo], self.max_members)
         ]
-        for i, plan in enumerate(plans):
+        for plan in plans:
             if plan.done is not None:
-                log.info(f"\t#{initial_job_idx + i} : already {plan.done['status']}, skipped ({plan.run_dir})")
+                log.info(plan.skipped_line())
         log.info(
             f"Training {len(todo)} of {len(plans)} jobs in {len(packs)} pack(s): "
             + "; ".join(f"{len(p)} members" for p in packs)
@@ -115,6 +127,9 @@ class PackedLauncherBase(Launcher):
         summaries: dict[int, dict[str, Any]] = {}
         for pack, pack_results in zip(packs, results, strict=True):
             summaries.update(zip(pack, pack_results, strict=True))
+        for i, summary in sorted(summaries.items()):
+            if summary.get("status") == "refused":  # said by run_pack; the sweep ends with exit status 2
+                note_refused(plans[i].job)
         for i, (ret, plan) in enumerate(zip(returns, plans, strict=True)):
             summary = summaries.get(i) or ({"final_metrics": (plan.done or {}).get("final") or {}})
             fid = (summary.get("final_metrics") or {}).get("fid", math.nan)
@@ -122,8 +137,38 @@ class PackedLauncherBase(Launcher):
             ret.status = JobStatus.COMPLETED
         return returns
 
+    def _claim(self, plans: Sequence[Any], returns: Sequence[JobReturn]) -> list[tuple[JobReturn, Exception]]:
+        """Take the folders of the jobs to train (no other run may write there from now on); the jobs whose folder a
+        live run holds, each with its error (and then none is kept)."""
+        from gan.runs.rundir import claim_run_dir, withdraw_run_dir  # lazily: see prepare_job
+
+        busy = []
+        for plan, ret in zip(plans, returns, strict=True):
+            try:
+                claim_run_dir(plan.run_dir)
+            except LabError as exc:
+                busy.append((ret, exc))
+        if busy:
+            for plan in plans:
+                withdraw_run_dir(plan.run_dir)
+        return busy
+
+    def _refuse(self, returns: Sequence[JobReturn], bad: Sequence[tuple[JobReturn, Any]]) -> None:
+        """A sweep with a bad job trains none: each bad job named with its error, every job's folder as it was (the
+        empty folders Hydra made for them taken back), exit status 2."""
+        from gan.runs.rundir import withdraw_run_dir  # lazily: see prepare_job
+
+        for r, error in bad:
+            job = f"job {r.hydra_cfg.hydra.job.num} ({' '.join(r.overrides) or 'no overrides'})"
+            print(f"error: {error}" if str(error).startswith(job) else f"error: {job}: {error}", file=sys.stderr)
+        for r in returns:
+            withdraw_run_dir(r.hydra_cfg.hydra.runtime.output_dir)
+        print(f"error: {len(bad)} of {len(returns)} jobs refused; no pack was started.", file=sys.stderr)
+        sys.exit(2)
+
     def _prepare(self, idx: int, overrides: Sequence[str]) -> JobReturn:
-        """Hydra's job setup (folder, ``.hydra/``) with ``prepare`` as the task: a plan, or the job's error."""
+        """Hydra's job setup (its folder) with ``prepare_job`` as the task: a plan and the job's ``.hydra/`` files,
+        or the job's error."""
         assert self.config is not None and self.hydra_context is not None
         # the sweep's own logging again: the previous job's set-up left its train.log as the root's file handler
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -150,6 +195,7 @@ class PackedSubmititBase(PackedLauncherBase):
     together as an array; the executor settings are hydra-submitit-launcher's."""
 
     _EXECUTOR = "abstract"
+    _HOLDS_LOCKS = False
 
     def run_packs(self, packs: Sequence[Sequence[Any]]) -> list[list[dict[str, Any]]]:
         import submitit

@@ -81,14 +81,15 @@ def _is_budget(key: str) -> bool:
 @functools.lru_cache(maxsize=8)
 def swept_keys(sweep_dir: str) -> frozenset[str]:
     """The keys a sweep varies: its command line's sweep overrides and its sweeper's params, read from the
-    ``multirun.yaml`` Hydra's sweeper writes before the first job (empty when there is none)."""
+    ``multirun.yaml`` Hydra's sweeper writes before the first job (empty when there is none). Read as text, never
+    resolved: an interpolation in the file is not evaluated."""
     path = Path(sweep_dir) / "multirun.yaml"
     if not path.is_file():
         return frozenset()
     try:
-        saved = OmegaConf.load(path)
-        task = list(OmegaConf.select(saved, "hydra.overrides.task", default=[]) or [])
-        params = OmegaConf.select(saved, "hydra.sweeper.params", default=None) or {}
+        hydra = OmegaConf.to_container(OmegaConf.load(path), resolve=False).get("hydra") or {}
+        task = [str(o) for o in (hydra.get("overrides") or {}).get("task") or []]
+        params = (hydra.get("sweeper") or {}).get("params") or {}
         overrides = OverridesParser.create().parse_overrides(task)
     except Exception:  # noqa: BLE001 - an unreadable multirun.yaml only costs the budget keys their place
         return frozenset()
@@ -150,6 +151,7 @@ HPARAM_KEYS = (
 STABILIZERS_OFF = {
     "r1_weight": 0.0,
     "r2_weight": 0.0,
+    "bre_weight": 0.0,
     "d_spectral_norm": False,
     "g_norm": "none",
     "d_norm": "none",

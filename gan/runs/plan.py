@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +26,25 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan.data import check_settings, prepare_files
 from gan.errors import ConfigError, check_count
+from gan.eval.sampling import available_memory, format_bytes
+from gan.images import IMAGE_DIM
 from gan.model.augment import parse_policy
 from gan.model.spec import OPTIMIZER_ALIASES, member_hparams
 from gan.runs.build import build_callbacks, build_loggers
-from gan.runs.checkpoints import read_checkpoint
+from gan.runs.checkpoints import RESUME_INVARIANTS, check_weights, model_weights, read_checkpoint
 from gan.runs.devices import check_accelerator, trains_elsewhere
 from gan.runs.names import named_overrides, swept_keys
 from gan.runs.packing import DATAMODULE_KEY
-from gan.runs.rundir import LAST_CHECKPOINT, RunResults, check_run_dir
+from gan.runs.quality import MAX_JACOBIAN_SAMPLES
+from gan.runs.rundir import LAST_CHECKPOINT, RESULTS_NAME, RunResults, check_run_dir
 from gan.runs.schema import TrainConfig, check_schema
 from gan.runs.tuning import check_job as check_tuning_job
 
-# What a resumed run keeps from its checkpoint: what the run is (its model, the data it trains on and how D sees
-# it), not where or how long it runs. Compared key by key with the checkpoint's composed config.
-RESUME_INVARIANTS = ("model", "act", "data.augment", "data.train_size", "data.subset_seed")
+# What a resumed run keeps from its checkpoint (RESUME_INVARIANTS, gan.runs.checkpoints): what the run is (its
+# model, the data it trains on and how D sees it), not where or how long it runs. Compared key by key with the
+# checkpoint's composed config, whose values read_checkpoint checked against the schema (plain values, no code).
 SEED_KEYS = ("seed", "data.seed", "data.subset_seed", "eval.seed", "model.fixed_noise_seed")
+MAX_SEED = 2**32 - 1  # Lightning's seed_everything and numpy take no larger seed
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 PRECISIONS = ("64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed", "64", "32", "16", "bf16")
 
@@ -93,6 +99,20 @@ class MemberPlan:
     done: dict[str, Any] | None = None  # the results of a member that already finished: nothing to train
     resume_step: int | None = None
     named: list[tuple[str, str]] = field(default_factory=list)  # what the run is: TensorBoard's HPARAMS columns
+    differs: list[str] = field(default_factory=list)  # a finished member: the settings this command asks otherwise
+
+    def skipped_line(self) -> str:
+        """What a study rerun says of a member that finished before: skipped, its folder untouched, and the
+        settings this command asks otherwise than the run recorded (its record keeps what it ran with)."""
+        status = (self.done or {}).get("status")
+        line = f"{self.job}: already {status} in {self.run_dir}; skipped, its folder left as it is"
+        if self.differs:
+            more = f"; and {len(self.differs) - 8} more" if len(self.differs) > 8 else ""
+            line += (
+                f". This command asks other settings than the run recorded, which its record keeps (it ran with "
+                f"these): {'; '.join(self.differs[:8])}{more}"
+            )
+        return line
 
 
 # ----------------------------------------------------------------------------- resuming
@@ -104,12 +124,19 @@ def _leaves(value: Any, prefix: str) -> dict[str, Any]:
 
 
 def saved_config(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """The composed config a checkpoint ran with (checkpoints from before it was stored: rebuilt from its member
-    hyperparameters and the data module's training subset). Its settings are data: the model's ``_target_`` (the
-    code that builds it) is not taken from the file but from this lab's config, and its optimizers' names are
-    read as today's (``gan.optim.Adam`` in checkpoints written before the package's floors)."""
+    """What a resume reads of the composed config a checkpoint ran with (``RESUME_INVARIANTS`` only; checkpoints
+    from before it was stored: rebuilt from its member hyperparameters and the data module's training subset), from
+    a checkpoint ``read_checkpoint`` checked. Its settings are data: the model's ``_target_`` (the code that builds
+    it) is not taken from the file but from this lab's config, and its optimizers' names are read as today's
+    (``gan.optim.Adam`` in checkpoints written before the package's floors)."""
     if ckpt.get("run_configs"):
-        saved = copy.deepcopy(ckpt["run_configs"][0])
+        whole = ckpt["run_configs"][0]
+        saved: dict[str, Any] = {}
+        for invariant in RESUME_INVARIANTS:  # nothing else of the file's config is read
+            head, _, leaf = invariant.partition(".")
+            if head in whole and (not leaf or leaf in whole[head]):
+                value = copy.deepcopy(whole[head][leaf] if leaf else whole[head])
+                saved[head] = saved.get(head, {}) | {leaf: value} if leaf else value
     else:
         member = dict(ckpt["hyper_parameters"]["members"][0])
         data = {"augment": member.pop("augment", None), **(ckpt.get(DATAMODULE_KEY, {}).get("subset") or {})}
@@ -179,14 +206,21 @@ BUDGET_KEYS = (
 )
 
 
+def _recorded(config: Any, key: str) -> Any:
+    """The value at dotted ``key`` of a config read from disk (plain dicts), None where it has none."""
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
 def _same_budget(cfg: DictConfig, previous: RunResults, job: JobState) -> None:
     """A ConfigError when the finished run in the job's folder ran under another budget than the command asks:
-    it is kept, never retrained or counted as this budget's run."""
-    before = OmegaConf.create(previous.config or {})
+    it is kept, never retrained or counted as this budget's run. The recorded config is read as plain values, never
+    resolved (an interpolation in the file is not evaluated: it differs from what the command asks)."""
     changed = [
-        f"{key}={OmegaConf.select(before, key, default=None)!r} (asked {OmegaConf.select(cfg, key, default=None)!r})"
+        f"{key}={_recorded(previous.config, key)!r} (asked {OmegaConf.select(cfg, key, default=None)!r})"
         for key in BUDGET_KEYS
-        if OmegaConf.select(before, key, default=None) != OmegaConf.select(cfg, key, default=None)
+        if _recorded(previous.config, key) != OmegaConf.select(cfg, key, default=None)
     ]
     if changed:
         raise ConfigError(
@@ -196,6 +230,35 @@ def _same_budget(cfg: DictConfig, previous: RunResults, job: JobState) -> None:
         )
 
 
+def _check_damage(folder: Path, job: JobState) -> None:
+    """A ConfigError when the job's folder holds a run whose record cannot be read (a damaged results.json, or
+    a run's checkpoints or event files without one): it is reported and left as it is, never trained over."""
+    problem = RunResults.problem(folder)
+    if problem == "no results.json":
+        files = [p.name for p in (folder / "checkpoints", *folder.glob("events.out.tfevents*")) if p.exists()]
+        if not files:
+            return  # a job that never started (or left nothing of its run)
+        problem = f"no results.json beside the run's {', '.join(files)}"
+    raise ConfigError(
+        f"{job.name}: its folder {folder} holds a run whose record cannot be read ({problem}). It is left as it is, "
+        f"not trained over. Look at {folder / RESULTS_NAME}; to train this job again, move its folder aside (e.g. "
+        f"mv '{folder}' '{folder}.damaged') and run the command again."
+    )
+
+
+def recorded_differences(asked: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """The settings (dotted keys) a command asks otherwise than a finished run's record, as ``key (ran X, asked
+    Y)``; where the run was and how it was resumed (``run_dir``, ``ckpt_path``) are not settings."""
+    now = {k: v for key, value in asked.items() for k, v in _leaves(value, key).items()}
+    ran = {k: v for key, value in recorded.items() for k, v in _leaves(value, key).items()}
+    keys = sorted(k for k in now.keys() | ran.keys() if k.split(".")[0] not in ("run_dir", "ckpt_path"))
+    return [
+        f"{k} (ran {ran.get(k, 'unset')!r}, asked {now.get(k, 'unset')!r})"
+        for k in keys
+        if now.get(k, _MISSING) != ran.get(k, _MISSING)
+    ]
+
+
 def _study_resume(cfg: DictConfig, job: JobState) -> tuple[str | None, dict[str, Any] | None]:
     """In a sweep: (the checkpoint to resume this job from, or the results of a job already done), read from the
     job's own folder; (None, None) for a job that has not run yet (or left nothing to resume from)."""
@@ -203,6 +266,7 @@ def _study_resume(cfg: DictConfig, job: JobState) -> tuple[str | None, dict[str,
         return None, None
     previous = RunResults.load(cfg.run_dir)
     if previous is None:
+        _check_damage(Path(cfg.run_dir), job)
         return None, None
     if previous.status in ("finished", "diverged"):
         _same_budget(cfg, previous, job)
@@ -243,9 +307,39 @@ def _budget_value(key: str, value: Any, allowed: str, ok: bool) -> None:
         raise ConfigError(f"trainer.{key}={value!r} {allowed}.")
 
 
+def max_time_seconds(value: Any) -> float | None:
+    """``trainer.max_time`` in seconds, read as Lightning's Timer reads it (``DD:HH:MM:SS``, or a dict of
+    ``timedelta``'s arguments such as ``{hours: 2}``); None for no time limit. Anything else is a ConfigError here,
+    before a run folder exists (Lightning would fail on it later, an int with a traceback)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            found = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", value.strip())
+            if found:
+                days, hours, minutes, seconds = map(int, found.groups())
+                return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+        elif isinstance(value, (dict, DictConfig)):
+            return timedelta(**dict(value)).total_seconds()
+    except (TypeError, ValueError, OverflowError):
+        pass
+    raise ConfigError(
+        f"trainer.max_time={value!r} is not a duration: use DD:HH:MM:SS (e.g. trainer.max_time=00:02:00:00 for two "
+        f"hours), a dict of days, hours, minutes and seconds (trainer.max_time={{hours:2}}), or null for no time limit."
+    )
+
+
 def check_budget(trainer: DictConfig) -> None:
     """The Trainer's values this lab reads itself: the training budget and the logging cadence."""
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    max_time = max_time_seconds(trainer.get("max_time"))
+    _budget_value(
+        "max_time",
+        trainer.get("max_time"),
+        "is not a budget: training would stop before its first iteration; use a positive duration "
+        "(e.g. 00:00:30:00 for 30 minutes), or null for no time limit",
+        max_time is None or max_time > 0,
+    )
     _budget_value(
         "max_epochs",
         max_epochs,
@@ -276,6 +370,98 @@ def check_budget(trainer: DictConfig) -> None:
         every,
         "must be a positive number of iterations between scalar logs (50 is usual)",
         _is_int(every) and every > 0,
+    )
+
+
+def check_batch_statistics(member: dict[str, Any], batch_size: int) -> None:
+    """Batch norm normalizes each unit over the batch, and the minibatch standard deviation measures the spread of
+    a group of the batch: a batch of one sample has no spread (every normalized unit 0, whatever the input; the
+    feature a constant). Refused before any work: training would run silently, without what was asked."""
+    norms = [f"model.{key}=batch" for key in ("g_norm", "d_norm") if member.get(key) == "batch"]
+    if norms and batch_size < 2:
+        raise ConfigError(
+            f"{' and '.join(norms)} with data.batch_size={batch_size}: batch norm normalizes each unit over the "
+            f"batch, and one sample has no spread (every normalized unit would be 0, whatever the input). Use "
+            f"data.batch_size=2 or more (64 is usual), or layer norm (model.g_norm=layer / model.d_norm=layer)."
+        )
+    if member.get("d_minibatch_std") and batch_size < 2:
+        raise ConfigError(
+            f"model.d_minibatch_std=true with data.batch_size={batch_size}: the feature is the standard deviation "
+            f"across a group of a batch's samples, and one sample has none. Use data.batch_size=2 or more (64 is "
+            f"usual; a group of model.d_minibatch_std_group={member.get('d_minibatch_std_group')} when it divides "
+            f"the batch, else the whole batch), or model.d_minibatch_std=false."
+        )
+
+
+def check_manual_optimization(arguments: dict[str, Any]) -> None:
+    """The Trainer's arguments that Lightning refuses for a module that steps its own optimizers (this lab's GAN:
+    G and D each in turn), refused here before a run folder exists rather than by Lightning once the run started."""
+    clip, accumulate = arguments.get("gradient_clip_val"), arguments.get("accumulate_grad_batches", 1)
+    if clip is not None and not (isinstance(clip, (int, float)) and clip <= 0):
+        raise ConfigError(
+            f"trainer.gradient_clip_val={clip!r}: this lab's GAN steps G's and D's optimizers itself (Lightning's "
+            f"manual optimization), which Lightning's gradient clipping does not support. Leave it out (null); "
+            f"model.r1_weight, model.d_spectral_norm or model.loss=wgan-gp keep D's gradients in check instead."
+        )
+    if accumulate != 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={accumulate!r}: this lab's GAN steps G's and D's optimizers itself "
+            f"(Lightning's manual optimization), which Lightning's gradient accumulation does not support. Leave "
+            f"it at 1; a larger data.batch_size gives each step more images."
+        )
+
+
+# Host memory of one member's model (its weights built on the CPU first): each weight held about this many times
+# (the weight, its gradient, Adam's two moments, the initialization's transposed copy, the checkpoint's copy).
+WEIGHT_COPIES = 6
+FLOAT_BYTES = 4
+
+
+def model_bytes(member: dict[str, Any], batch_size: int) -> dict[str, int]:
+    """About how much memory one member needs, by the settings that decide it: its weights (``model.latent_dim``,
+    ``model.g_hidden``, ``model.d_hidden``), its fixed noise and the grid drawn from it (``model.num_fixed_samples``)
+    and one iteration's activations (``data.batch_size``)."""
+    g = [member["latent_dim"], *member["g_hidden"], IMAGE_DIM]
+    d = [IMAGE_DIM, *member["d_hidden"], 1]
+    weights = sum(a * b + b for dims in (g, d) for a, b in zip(dims[:-1], dims[1:], strict=True))
+    units = sum(g) + sum(d)
+    return {
+        "model.latent_dim, model.g_hidden, model.d_hidden": weights * WEIGHT_COPIES * FLOAT_BYTES,
+        "model.num_fixed_samples": member["num_fixed_samples"] * (member["latent_dim"] + 3 * IMAGE_DIM) * FLOAT_BYTES,
+        "data.batch_size, model.d_steps": batch_size * member["d_steps"] * units * 4 * FLOAT_BYTES,
+    }
+
+
+def check_model_memory(member: dict[str, Any], batch_size: int, members: int = 1, what: str = "one run") -> None:
+    """A ConfigError, before any work, when ``members`` such members (``what``: how the message names them) would
+    need more memory than this machine has available: the allocator's error would come only when the model is
+    built, after the run folder was written, as a traceback."""
+    available = available_memory()
+    parts = {key: size * members for key, size in model_bytes(member, batch_size).items()}
+    need = sum(parts.values())
+    if available is None or need <= available:
+        return
+    keys, most = max(parts.items(), key=lambda item: item[1])
+    values = ", ".join(
+        f"{key}={member[key.split('.')[1]] if key.startswith('model.') else batch_size}" for key in keys.split(", ")
+    )  # the settings of the largest part
+    raise ConfigError(
+        f"{values}: {what} would need about {format_bytes(need)} of memory ({format_bytes(most)} of it for {keys}), "
+        f"and this machine has {format_bytes(available)} available. Use smaller values (the defaults: "
+        f"model.latent_dim=100, model.g_hidden=[128,256,512], model.d_hidden=[512,256,128], "
+        f"model.num_fixed_samples=64, data.batch_size=64)."
+    )
+
+
+def check_diag_jacobian(diag: DictConfig) -> None:
+    """``diag.jacobian_samples`` within the evaluation's bound (``MAX_JACOBIAN_SAMPLES``). The probe measures G's
+    Jacobian at the noise of the batch it probes: at most ``data.batch_size`` z, whatever is asked (docs/knobs.md)."""
+    check_count(
+        "diag.jacobian_samples",
+        diag.get("jacobian_samples"),
+        0,
+        "0 = off, 16 is usual; measured at the probed batch's z, at most data.batch_size of them",
+        MAX_JACOBIAN_SAMPLES,
     )
 
 
@@ -310,6 +496,7 @@ def check_trainer(cfg: DictConfig, here: bool = True) -> None:
         raise ConfigError(
             f"trainer: {exc}. See lightning.Trainer's arguments (+trainer.NAME=VALUE adds one)."
         ) from None
+    check_manual_optimization(arguments)
     accelerator = str(arguments.get("accelerator", "auto"))
     check_accelerator(accelerator, here)
     if str(arguments.get("precision", "32-true")) not in PRECISIONS:
@@ -334,28 +521,36 @@ def prepare(cfg: DictConfig, job: JobState = PLAIN_RUN) -> MemberPlan:
     check_schema(cfg)
     check_tuning_job(cfg)
     for key in SEED_KEYS:
-        check_count(key, OmegaConf.select(cfg, key), 0, "random seeds are integers from 0 to 2**32 - 1")
+        check_count(key, OmegaConf.select(cfg, key), 0, "numpy's and Lightning's seed range, 2**32 - 1", MAX_SEED)
     resume_from, done = _study_resume(cfg, job)
     with open_dict(cfg):
         cfg.run_dir = str(Path(cfg.run_dir).resolve())
         if resume_from:
             cfg.ckpt_path = resume_from
-    step = resume_invariants(cfg, read_checkpoint(cfg.ckpt_path), job) if cfg.ckpt_path else None
+    ckpt = read_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None  # its saved settings checked: data only
+    step = resume_invariants(cfg, ckpt, job) if ckpt is not None else None
     member = member_config(cfg)  # the seed names the run; its streams continue from the checkpoint
+    if ckpt is not None:  # its tensors fit the model they will be loaded into, before anything is written
+        check_weights(ckpt, model_weights(member, cfg.ckpt_path), cfg.ckpt_path)
     check_trainer(cfg, here=not job.remote)
     build_loggers(OmegaConf.to_container(cfg, resolve=True))  # its arguments, checked: a logger writes nothing yet
     check_settings(cfg.data.batch_size, cfg.data.train_size, member["d_steps"])  # the data module's own rules
+    check_batch_statistics(member, cfg.data.batch_size)
+    check_diag_jacobian(cfg.diag)
+    check_model_memory(member, cfg.data.batch_size)
     prepare_files(cfg.data.root, bool(cfg.data.download))  # all four MNIST files, from their headers
+    config = OmegaConf.to_container(cfg, resolve=True)
     if done is None:
         check_run_dir(cfg.run_dir, in_place=bool(resume_from), multirun=job.multirun)
     return MemberPlan(
         job=job.name,
         run_dir=str(cfg.run_dir),
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=config,
         member=member,
         ckpt_path=str(cfg.ckpt_path) if cfg.ckpt_path else None,
         in_place=bool(resume_from),
         done=done,
         resume_step=step,
         named=list(job.named),
+        differs=recorded_differences(config, done["config"]) if done and isinstance(done.get("config"), dict) else [],
     )

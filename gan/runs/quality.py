@@ -30,10 +30,12 @@ from gan.errors import check_count, check_fraction
 from gan.eval.classifier import MIN_TEST_ACCURACY, PROGRESS_MIN_IMAGES, Evaluator, Progress, load_evaluator, say
 from gan.eval.metrics import K_NEAREST, VERDICTS, collapse_verdict, diversity
 from gan.eval.probes import jacobian_conditioning
-from gan.eval.sampling import eval_noise, score_members
+from gan.eval.sampling import check_num_samples, eval_noise, score_members
 from gan.runs.callbacks import MemberCallback, Population, completed_epochs, epoch_due, save_member_checkpoints
 
 BEST_CHECKPOINT = "checkpoints/best-fid.ckpt"
+# The most z at which an evaluation measures G's Jacobian (1024 x latent each: 400 KB at latent 100, taken at once).
+MAX_JACOBIAN_SAMPLES = 1000
 
 
 def progress_writer(trainer: L.Trainer) -> Callable[[str], None]:
@@ -61,7 +63,7 @@ class SampleQuality(MemberCallback):
         self.data_root = data_root
         self.enabled = bool(enabled)
         self.every_n_epochs = check_count("eval.every_n_epochs", every_n_epochs, 0, "0 = only at the end of training")
-        self.num_samples = check_count(
+        self.num_samples = check_num_samples(
             "eval.num_samples",
             num_samples,
             K_NEAREST + 1,
@@ -71,7 +73,13 @@ class SampleQuality(MemberCallback):
         self.min_evaluator_accuracy = check_fraction(
             "eval.min_evaluator_accuracy", min_evaluator_accuracy, "the evaluator's MNIST test accuracy; 0.99 is usual"
         )
-        self.jacobian_samples = check_count("eval.jacobian_samples", jacobian_samples, 0, "0 = not recorded")
+        self.jacobian_samples = check_count(
+            "eval.jacobian_samples",
+            jacobian_samples,
+            0,
+            f"0 = not recorded, 16 is usual; each is a 1024 x latent Jacobian: {MAX_JACOBIAN_SAMPLES} at most",
+            MAX_JACOBIAN_SAMPLES,
+        )
         self._diversity: dict[int, float] = {}
         self.evaluator: Evaluator | None = None
         self._last_eval_iteration = -1

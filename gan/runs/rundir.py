@@ -7,24 +7,32 @@
   reason).
 - The folder's lock (``claim_run_dir``) and its rule (``check_run_dir``): a run folder belongs to one run; Hydra's
   run callback (``RunDirGuard``) applies the rule before Hydra writes into the folder.
+- What a job writes before its run starts: Hydra writes no ``.hydra/`` (``hydra.output_subdir: null``) and opens
+  ``train.log`` at its first line; the job's ``.hydra/`` is written once it is checked and will train
+  (``hydra_record``, ``write_hydra_record``), so a finished job a study rerun skips is not touched, and a refused
+  run takes back its lock and the folder it made (``withdraw_run_dir``). A sweep with a refused job exits 2.
 - ``MemberRun``: one member of a training pack as its run directory sees it, with the loggers that can take text,
   images or histograms (``experiments``), and the run's config logged once (``log_config``).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
 import math
 import os
 import socket
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -34,14 +42,15 @@ from torch.utils.tensorboard.summary import hparams
 
 from gan.errors import ConfigError, StorageError, exits_on_error
 from gan.eval.metrics import METRIC_NAMES
-from gan.files import write_json_atomic
+from gan.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from gan.runs.devices import check_accelerator, trains_elsewhere
 from gan.runs.names import run_hparams
-from gan.runs.runlog import log_run
+from gan.runs.runlog import LOG_NAME, log_run
 
 RESULTS_NAME = "results.json"
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 LOCK_NAME = ".lock"
+SWEEP_CONFIG = "multirun.yaml"  # the sweep's composed config, which Hydra's sweeper writes into its folder
 HEARTBEAT_S = 60.0  # a running run rewrites its results.json at least this often (its heartbeat)
 STALE_S = 900.0  # a "running" record from another machine whose heartbeat is older than this was killed
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -50,18 +59,77 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 # The run folders this process writes, each with its open lock file (an flock held until the process ends: a
 # killed process releases it, so a stale lock never blocks a resume).
 HELD_LOCKS: dict[Path, Any] = {}
+# What this process made to claim each run folder: the folders it created (the run folder and the parents it
+# needed, deepest first) and whether it created the lock file, so that a run refused after its claim takes them back
+# (``withdraw_run_dir``): a refused run leaves nothing behind.
+MADE: dict[Path, tuple[list[Path], bool]] = {}
+# The sweep jobs refused (their messages printed as they came): the sweep ends with exit status 2. Jobs run in
+# other local processes (joblib's workers) name theirs in the file REFUSED_ENV names, which the sweep made.
+REFUSED_JOBS: list[str] = []
+REFUSED_ENV = "GAN_LAB_REFUSED_JOBS"
+HYDRA_SUBDIR = ".hydra"  # a job's copy of its composed config, Hydra's config and its overrides
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+PRE_RUN_FILES = (LOCK_NAME, LOG_NAME, HYDRA_SUBDIR)  # what a job folder can hold before its run starts
+
+
+def _missing_dirs(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first (what a mkdir would make)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: a folder holding anything stays, and so do its
+    parents."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def lock_holder(run_dir: str | Path) -> str | None:
+    """Who holds ``run_dir``'s lock (``pid N on HOST since TIME``), or None when no live process does. Reads only:
+    a folder or lock file that does not exist is not created."""
+    try:
+        handle = open(Path(run_dir) / LOCK_NAME)  # noqa: SIM115 - closed below, which gives a lock taken back
+    except OSError:
+        return None  # no lock file (or none readable): nobody claimed the folder
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        return None
+
+
+def _busy(folder: Path, holder: str) -> ConfigError:
+    return ConfigError(
+        f"{folder} is being written by a live run ({holder}): a run folder belongs to one run. Wait for it to "
+        f"end, or write elsewhere (another hydra.run.dir or hydra.sweep.dir)."
+    )
 
 
 def claim_run_dir(run_dir: str | Path, keep: bool = True) -> None:
     """Take ``run_dir``'s lock for this process (again: a no-op); a ConfigError names the process holding it.
-    ``keep=False`` only checks that no live process holds it: the lock is given back and its file left as it was."""
+    ``keep=False`` only checks that no live process holds it, writing nothing."""
     folder = Path(run_dir).resolve()
     if folder in HELD_LOCKS:
         return
+    if not keep:
+        holder = lock_holder(folder)
+        if holder is not None:
+            raise _busy(folder, holder)
+        return
+    made, new_lock = _missing_dirs(folder), not (folder / LOCK_NAME).exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the life of the process
     except OSError as exc:
+        _remove_empty(made)
         raise StorageError(
             f"Cannot create the run folder {folder}: {exc.strerror or exc}. Choose a writable place (hydra.run.dir "
             f"or hydra.sweep.dir)."
@@ -72,24 +140,54 @@ def claim_run_dir(run_dir: str | Path, keep: bool = True) -> None:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise ConfigError(
-            f"{folder} is being written by a live run ({holder}): a run folder belongs to one run. Wait for it to "
-            f"end, or write elsewhere (another hydra.run.dir or hydra.sweep.dir)."
-        ) from None
-    if not keep:
-        handle.close()  # closing the file gives the lock back
-        return
+        raise _busy(folder, holder) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
     handle.flush()
     HELD_LOCKS[folder] = handle
+    MADE[folder] = (made, new_lock)
 
 
 def release_run_dir(run_dir: str | Path) -> None:
-    handle = HELD_LOCKS.pop(Path(run_dir).resolve(), None)
+    folder = Path(run_dir).resolve()
+    MADE.pop(folder, None)
+    handle = HELD_LOCKS.pop(folder, None)
     if handle is not None:
         handle.close()
+
+
+def withdraw_run_dir(run_dir: str | Path) -> None:
+    """A run refused before it started takes back what it wrote: its lock (the lock file too, when it made it),
+    the files a job folder holds before its run starts (``.hydra/``, ``train.log``) and the folder with the parents
+    it needed, when nothing else is in them. A folder whose run started (it holds a results.json) keeps everything."""
+    folder = Path(run_dir).resolve()
+    made, new_lock = MADE.pop(folder, ([], False))
+    handle = HELD_LOCKS.pop(folder, None)
+    try:
+        _withdraw(folder, made, new_lock, handle)
+    except OSError as exc:  # said, never raised: the refusal's own message is the one that matters
+        print(f"warning: {folder}: what the refused run wrote could not all be taken back: {exc}", file=sys.stderr)
+
+
+def _withdraw(folder: Path, made: list[Path], new_lock: bool, handle: Any) -> None:
+    if handle is None and lock_holder(folder) is not None:
+        return  # another live run's folder (the reason this one was refused): not a file of it is touched
+    started = (folder / RESULTS_NAME).exists()
+    if handle is not None:
+        if new_lock and not started:
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+        handle.close()  # gives the lock back
+    if started or not folder.is_dir() or any(p.name not in PRE_RUN_FILES for p in folder.iterdir()):
+        return  # the folder holds more than a job's set-up: nothing else is taken away
+    (folder / LOCK_NAME).unlink(missing_ok=True)  # nobody holds it, and no run started here
+    hydra_dir = folder / HYDRA_SUBDIR
+    if hydra_dir.is_dir() and all(p.name in HYDRA_FILES for p in hydra_dir.iterdir()):
+        for name in HYDRA_FILES:
+            (hydra_dir / name).unlink(missing_ok=True)
+        _remove_empty([hydra_dir])
+    (folder / LOG_NAME).unlink(missing_ok=True)  # the lines of a job set up and refused
+    _remove_empty(made or [folder])
 
 
 def check_run_dir(run_dir: str | Path, in_place: bool, multirun: bool) -> None:
@@ -110,6 +208,19 @@ def check_run_dir(run_dir: str | Path, in_place: bool, multirun: bool) -> None:
             f"Leave hydra.run.dir out (each run gets its own folder) or choose a new one; to continue that run, "
             f"resume it: ckpt_path={folder / LAST_CHECKPOINT} (the resumed run writes a new folder)."
         )
+
+
+# The fields of a record its readers use beside the evaluations, each None or of this kind ("count": a finite
+# number): a damaged or hand-edited record of another kind is listed as unreadable, not a report's crash.
+RECORD_FIELDS = {"config": dict, "diagnostics": dict, "evaluator": dict, "iterations": "count", "wall_s": "count"}
+
+
+def _of_kind(value: Any, kind: Any) -> bool:
+    if value is None:
+        return True
+    if kind == "count":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind)
 
 
 def _now() -> str:
@@ -162,7 +273,7 @@ class RunResults:
             return "no results.json"
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to decode
             return f"unreadable {RESULTS_NAME} ({type(exc).__name__}: {str(exc)[:80]})"
         if not isinstance(data, dict) or data.get("status") not in STATUSES:
             return f"{RESULTS_NAME} is not a run record of this lab (no valid status)"
@@ -172,6 +283,9 @@ class RunResults:
             for r in records
         ):
             return f"{RESULTS_NAME} has evaluations without the metrics ({', '.join(METRIC_NAMES)})"
+        wrong = [key for key, kind in RECORD_FIELDS.items() if not _of_kind(data.get(key), kind)]
+        if wrong:
+            return f"{RESULTS_NAME} has fields of the wrong kind: {', '.join(f'{k}={data[k]!r:.40}' for k in wrong)}"
         return None
 
     def state(self) -> str:
@@ -343,20 +457,123 @@ class MemberRun:
 
 
 class RunDirGuard(HydraCallback):
-    """Hydra's run callback (``hydra.callbacks`` in conf/train.yaml): before Hydra writes anything, the accelerator
-    asked for is checked (a sweep's once, for all its jobs), and a single run's folder is checked and locked, so a
-    run refused for a missing GPU or an occupied folder writes nothing."""
+    """Hydra's run callback (``hydra.callbacks`` in conf/train.yaml): before Hydra writes anything, the place asked
+    for is checked (a file there, or a folder that cannot be written, is refused), the accelerator asked for is
+    checked (a sweep's once, for all its jobs), and a single run's folder is checked and locked, so a run refused for
+    a missing GPU or an occupied folder writes nothing. A sweep ends with exit status 2 when any of its jobs was
+    refused, and its folder keeps the ``multirun.yaml`` of the command that started it (``_leave_sweep_dir``)."""
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
         folder = Path(str(config.hydra.run.dir)).resolve()
         with exits_on_error():
+            check_writable_place(folder, "hydra.run.dir")
             _check_accelerator(config)
             check_run_dir(folder, in_place=False, multirun=False)
             claim_run_dir(folder)
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        folder = Path(str(config.hydra.sweep.dir)).resolve()
         with exits_on_error():
+            check_writable_place(folder, "hydra.sweep.dir")
             _check_accelerator(config, here=not trains_elsewhere(OmegaConf.select(config, "hydra.launcher._target_")))
+        saved = None
+        with contextlib.suppress(OSError):
+            saved = (folder / SWEEP_CONFIG).read_bytes()
+        atexit.register(_leave_sweep_dir, folder, _missing_dirs(folder), saved)
+        handle, listing = tempfile.mkstemp(prefix="gan-refused-jobs-", suffix=".txt")  # outside the sweep's folder
+        os.close(handle)
+        os.environ[REFUSED_ENV] = listing  # the worker processes started from now on inherit it
+        atexit.register(Path(listing).unlink, missing_ok=True)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        refused = refused_jobs()
+        if refused:
+            more = len(refused) - 5
+            named = "; ".join(refused[:5]) + (f"; and {more} more" if more > 0 else "")
+            print(
+                f"error: {len(refused)} job(s) of this sweep were refused, each with its reason above, and "
+                f"their folders left as they were: {named}.",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
+
+def check_writable_place(folder: Path, key: str) -> None:
+    """A StorageError, before anything is written, when ``folder`` cannot become a run or sweep folder: a file
+    stands at it or above it, or the nearest folder that exists cannot be written (read-only, or another user's)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StorageError(
+            f"{key}={folder} cannot be a folder: {existing} is a file, and a run's files need a folder there. "
+            f"Choose a path where no file stands (or move the file away)."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"{key}={folder} cannot be written: {existing} is read-only for this user (its permissions, or a "
+            f"read-only disk), so no run folder can be made there. Choose a writable place, or leave {key} out "
+            f"(runs go to outputs/ here)."
+        )
+
+
+def _leave_sweep_dir(folder: Path, made: list[Path], saved: bytes | None) -> None:
+    """When a sweep command ends (however it ends: registered with atexit): the sweep folder keeps the
+    ``multirun.yaml`` of the command that started the study (Hydra's sweeper rewrites it before the first job, so
+    a rerun would otherwise change a finished study), and a sweep none of whose jobs was set up to train (every job
+    refused) takes its ``multirun.yaml`` back, with the folders it made when they are empty."""
+    path = folder / SWEEP_CONFIG
+    try:
+        if saved is not None:
+            if path.read_bytes() != saved:
+                write_bytes_atomic(path, saved)
+        elif path.is_file() and not any(folder.rglob(RESULTS_NAME)) and not any(folder.rglob(HYDRA_SUBDIR)):
+            path.unlink()  # no job of the sweep was set up to train: the sweep wrote nothing else
+            _remove_empty(made)
+    except OSError as exc:  # the end of the process: said, never raised
+        print(f"warning: {path}: could not be put back as it was: {exc}", file=sys.stderr)
+
+
+def hydra_record(cfg: Any) -> dict[str, str]:
+    """A job's ``.hydra/`` files as Hydra writes them (its composed config, Hydra's own config, its overrides), read
+    where the job starts, before its checks resolve ``cfg``. conf/train.yaml sets ``hydra.output_subdir: null``, so
+    Hydra writes none before the job is checked; ``write_hydra_record`` writes them once the job is accepted to train,
+    so that a refused or finished job's folder is not touched. Empty outside Hydra, or when the command sets
+    ``hydra.output_subdir`` (Hydra wrote them itself)."""
+    if not HydraConfig.initialized():
+        return {}
+    hydra_cfg = HydraConfig.instance().cfg
+    if hydra_cfg.hydra.output_subdir is not None:
+        return {}
+    return {
+        "config.yaml": OmegaConf.to_yaml(cfg),
+        "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
+        "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task),
+    }
+
+
+def write_hydra_record(run_dir: str | Path, record: dict[str, str]) -> None:
+    """The job's ``.hydra/`` files (``hydra_record``), written when it is accepted to train."""
+    for name, text in record.items():
+        write_text_atomic(Path(run_dir) / HYDRA_SUBDIR / name, text)
+
+
+def note_refused(job: str) -> None:
+    """A sweep job refused (its message already printed): the sweep goes on, then ends with exit status 2."""
+    REFUSED_JOBS.append(job)
+    path = os.environ.get(REFUSED_ENV)
+    if path:
+        with contextlib.suppress(OSError), open(path, "a") as fh:
+            fh.write(" ".join(job.split()) + "\n")
+
+
+def refused_jobs() -> list[str]:
+    """The jobs of this sweep refused so far, in this process and in the worker processes it started."""
+    path = os.environ.get(REFUSED_ENV)
+    with contextlib.suppress(OSError):
+        if path:
+            return Path(path).read_text().splitlines()
+    return list(REFUSED_JOBS)
 
 
 def _check_accelerator(config: Any, here: bool = True) -> None:

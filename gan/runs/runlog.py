@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,6 +29,20 @@ LIGHTNING = ("lightning.pytorch", "lightning.fabric")
 def log_run(run_dir: str | Path, message: str, level: int = logging.INFO) -> None:
     """One line in ``run_dir``'s train.log (while its run trains under ``run_logs``)."""
     RUN_LOG.log(level, message, extra={"run_dir": str(Path(run_dir).resolve())})
+
+
+class _RunLogFile(logging.FileHandler):
+    """A member's train.log that a full disk cannot turn into tracebacks: logging's own handler prints one per
+    line it fails to write; this says once that the file stopped taking lines (the run's failure, if the disk
+    stops it, is worded and recorded elsewhere)."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            print(f"warning: {self.baseFilename} takes no more lines: {error}", file=sys.stderr)
 
 
 class _ThisRun(logging.Filter):
@@ -60,7 +75,7 @@ def run_logs(run_dirs: Sequence[str | Path]) -> Iterator[None]:
     handlers: list[logging.FileHandler] = []
     try:
         for path in paths:
-            handler = logging.FileHandler(path, mode="a", delay=True)
+            handler = _RunLogFile(path, mode="a", delay=True)
             handler.setFormatter(logging.Formatter(FORMAT))
             handler.addFilter(_ThisRun(path.parent))
             handlers.append(handler)
@@ -73,6 +88,7 @@ def run_logs(run_dirs: Sequence[str | Path]) -> Iterator[None]:
             for handler in handlers:
                 logger.removeHandler(handler)
         for handler in handlers:
-            handler.close()
+            with contextlib.suppress(OSError):  # a full disk: the lines it could not take are said once (above)
+                handler.close()
         for handler in set_aside:
             root.addHandler(handler)

@@ -178,7 +178,7 @@ def read_best_draws(source: str) -> tuple[Path, dict[str, Any]]:
         unfinished = [f"{e['label']} ({e['draws_done']} of {expected})" for e in entries if e["draws_done"] < expected]
         for entry in entries:
             entry["configuration"], entry["draw"]  # noqa: B018 - the keys every entry must have
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ConfigError(
             f"tuning.best_from={source!r}: cannot read {path} ({type(exc).__name__}: {exc}). It is written by "
             f"`python -m gan.report STUDY_DIR` on a finished tuning study; run that first."

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gan.eval.metrics import CARD_NAMES, METRIC_NAMES
+from gan.files import text_file_atomic, write_text_atomic
 from gan.study.runs import MECHANISMS, UNREADABLE, Run, tuned_settings
 from gan.study.stats import (
     MIN_SEEDS,
@@ -198,7 +199,7 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
     columns = ["run", "config", *varying, "seed", "draw", *TUNED_COLUMNS, "status", "reason", "iterations", "wall_s"]
     columns += [f"final_{m}" for m in METRIC_NAMES + CARD_NAMES] + ["final_verdict", "first_collapse_iteration"]
     columns += ["best_iteration"] + [f"best_{m}" for m in METRIC_NAMES]
-    with path.open("w", newline="") as fh:
+    with text_file_atomic(path) as fh:  # a full disk keeps the previous results.csv whole
         writer = csv.DictWriter(fh, columns)
         writer.writeheader()
         for run in runs:
@@ -415,5 +416,5 @@ def write_markdown(
     lines += _status_lines(sweep, runs)
     lines += [""] + [f"![{p}]({p})" for p in plots]
     text = "\n".join(lines) + "\n"
-    (sweep / "report.md").write_text(text)
+    write_text_atomic(sweep / "report.md", text)
     return text

@@ -15,7 +15,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from gan.files import write_json_atomic
+from gan.files import save_figure, write_json_atomic
 from gan.runs.tuning import BEST_DRAWS, flat_settings, same_value
 from gan.study.runs import Run, tuned_settings
 from gan.study.stats import budget_band, expected_best_curve, proportion_interval, rank_agreement
@@ -289,5 +289,5 @@ def plot_budget_curves(rows: Sequence[TuningRow], path: Path) -> bool:
     ax.set_title("Budget curves: expected best fid after n draws (band: bootstrap 95%)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, 120)
     return True

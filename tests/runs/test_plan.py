@@ -130,6 +130,28 @@ def test_activation_parameters_from_the_command_line():
         (["trainer.max_epochs=-1"], "would never end"),
         (["data.batch_size=100000"], "^data.batch_size=100000 .* is larger than the 256 training images"),
         (["float32_matmul_precision=low"], "^float32_matmul_precision='low': valid choices are highest, high, medium"),
+        # issue 23's: values that crashed, ran silently or failed only at the first evaluation
+        (["seed=4294967296"], "^seed must be an integer from 0 to 4294967295 .*got 4294967296"),
+        (["model.fixed_noise_seed=4294967296"], "^model.fixed_noise_seed must be an integer from 0 to 4294967295"),
+        (["trainer.max_time=00:00:00:00"], "^trainer.max_time='00:00:00:00' is not a budget: .*positive duration"),
+        (["trainer.max_time={minutes:-5}"], r"^trainer.max_time=\{'minutes': -5\} is not a budget"),
+        (["trainer.max_time=-1"], "^trainer.max_time=-1 is not a duration: use DD:HH:MM:SS"),
+        (["trainer.max_time=99999999999:00:00:00"], "^trainer.max_time='99999999999:00:00:00' is not a duration"),
+        (["model.g_norm=batch", "data.batch_size=1"], "^model.g_norm=batch with data.batch_size=1: batch norm"),
+        (["model.d_norm=batch", "data.batch_size=1"], "^model.d_norm=batch with data.batch_size=1: batch norm"),
+        (["model.d_minibatch_std=true", "data.batch_size=1"], "^model.d_minibatch_std=true with data.batch_size=1"),
+        (["eval.num_samples=1000001"], "^eval.num_samples=1,000,001 would need about .* may be at most 1,000,000"),
+        (["trainer.accelerator=tpu"], "^trainer.accelerator=tpu is Lightning's, but .* valid choices: auto, cpu, gpu"),
+        (["+trainer.gradient_clip_val=1.0"], "^trainer.gradient_clip_val=1.0: this lab's GAN steps .* itself"),
+        (["+trainer.accumulate_grad_batches=2"], "^trainer.accumulate_grad_batches=2: this lab's GAN steps"),
+        (["model.latent_dim=1000000000"], "^model.latent_dim=1000000000, model.g_hidden=.* would need about .* TB"),
+        (["model.g_hidden=[1000000000]"], r"^model.latent_dim=100, model.g_hidden=\[1000000000\], .* available"),
+        (["model.num_fixed_samples=1000000000"], "^model.num_fixed_samples=1000000000: one run would need about"),
+        (["model.r1_weight=inf"], "^model.r1_weight must be a finite number, got inf: the losses would be NaN"),
+        (["model.instance_noise=inf"], "^model.instance_noise must be a finite number, got inf"),
+        (["model.d_steps=1000000000"], "^data.batch_size=32, model.d_steps=1000000000: one run would need about"),
+        (["eval.jacobian_samples=10000000"], "^eval.jacobian_samples must be an integer from 0 to 1000"),
+        (["diag.jacobian_samples=10000000"], "^diag.jacobian_samples must be an integer from 0 to 1000"),
     ],
 )
 def test_bad_values_fail_before_any_work_with_one_clear_message(tmp_path, tiny_mnist, overrides, pattern):
@@ -164,7 +186,8 @@ def test_a_training_subset_larger_than_the_data_fails_before_any_work(tmp_path, 
 
 
 @pytest.mark.parametrize(
-    "override", ["data.batch_size=abc", "model.d_steps=1.5", "seed=abc", "eval.num_samples=x", "model.g_ema=maybe"]
+    "override",
+    ["data.batch_size=abc", "model.d_steps=1.5", "seed=abc", "seed=1e30", "eval.num_samples=x", "model.g_ema=maybe"],
 )
 def test_the_schema_refuses_wrong_types_while_composing(override):
     from hydra.errors import ConfigCompositionException

@@ -110,3 +110,30 @@ def test_a_member_with_non_finite_samples_is_diverged_before_it_is_scored():
     SampleQuality.refuse_nonfinite(module)
     assert module.alive == [True, False]
     assert module.divergence[1][1] == "non-finite samples at iteration 0"
+
+
+@pytest.mark.slow
+def test_a_run_whose_every_member_diverged_before_an_epoch_end_ends_diverged_not_failed(tmp_path, tiny_mnist):
+    """Issue 23: D's leaky_relu slope 1e38 makes the loss infinite in iteration 1; with no logging step in the epoch
+    the divergence is found at the epoch's end, where the evaluation's diversity of an empty population crashed
+    (``run failed: RuntimeError: cannot reshape tensor of 0 elements``). The console ends with the divergence and
+    exit 1, as docs/faults.md says."""
+    from tests.helpers import _cli, fast_overrides
+
+    run_dir = tmp_path / "run"
+    proc = _cli(
+        "gan.train",
+        *fast_overrides(tiny_mnist),
+        *EVAL_ON,
+        "model.act_params.leaky_relu.negative_slope=1e38",
+        "trainer.log_every_n_steps=50",  # more than the 8 iterations of an epoch: found at the epoch's end
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "run failed" not in proc.stderr and "Traceback" not in proc.stderr
+    assert lines[-1].startswith("run diverged: non-finite loss in iteration 1 (found at iteration 8)"), lines[-1]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "diverged" and results["evaluations"] == []
