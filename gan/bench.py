@@ -176,6 +176,9 @@ class Timer(Callback):
             self.seconds = time.perf_counter() - self.start
 
 
+SET_BY_BENCH = ("seed", "model.fixed_noise_seed")  # pack_members sets them per member
+
+
 def data_root_and_overrides(flag: str | None, overrides: Sequence[str]) -> tuple[str | None, list[str]]:
     """The data folder, given as ``data.root=PATH`` among the overrides (every command's spelling) or as the old
     ``--data-root PATH`` flag (``flag``), and the other overrides. None when neither gives it (the config's
@@ -184,6 +187,12 @@ def data_root_and_overrides(flag: str | None, overrides: Sequence[str]) -> tuple
     rest = []
     for override in overrides:
         key, sep, value = override.partition("=")
+        if sep and key.lstrip("+~") in SET_BY_BENCH:
+            raise ConfigError(
+                f"gan.bench {override}: the bench gives its members their seeds itself (0 to --members - 1, each "
+                f"with its own fixed noise), so {key.lstrip('+~')} would be ignored. Leave it out; "
+                f"{', '.join(SET_BY_BENCH)} are the bench's own."
+            )
         if sep and key.lstrip("+") == "data.root":
             given.append((override, value))
         else:

@@ -141,3 +141,9 @@ def test_bench_metrics_times_the_card_on_held_out_digits(tmp_path, capsys, monke
     assert summary["after_s"] > 0 and summary["parts_s"]["memorized"] >= 0
     with pytest.raises(SystemExit):
         bench.main(["--metrics", "--samples", "2", f"data.root={root}"])  # fewer than the k-NN metrics need
+
+
+@pytest.mark.parametrize("override", ["seed=3", "+model.fixed_noise_seed=1"])
+def test_seeds_the_bench_sets_itself_are_refused_not_ignored(override):
+    with pytest.raises(ConfigError, match=r"the bench gives its members their seeds itself"):
+        bench.data_root_and_overrides(None, [override])

@@ -82,6 +82,7 @@ def test_sampling_values_that_crashed_or_ran_late_are_refused_before_the_checkpo
     monkeypatch.setattr(sampling, "available_memory", lambda: None)  # the documented maximum alone
     folder = tmp_path / "grid.png"
     folder.mkdir()
+    (folder / "blocker").write_bytes(b"a file, not a folder")
     for bad, message in (
         ({"seed": 2**32}, "seed must be an integer from 0 to 4294967295 (the noise seed), got 4294967296"),
         ({"num_samples": 10**12}, "num_samples=1,000,000,000,000 would need about 46.1 PB of memory"),
@@ -90,6 +91,7 @@ def test_sampling_values_that_crashed_or_ran_late_are_refused_before_the_checkpo
         ({"npy": str(tmp_path / "." / "s.png")}, "are the same file"),  # the same file however it is written
         ({"out": None, "npy": str(ckpt)}, "is the checkpoint being read"),
         ({"out": str(folder)}, "is a folder"),
+        ({"npy": str(folder / "blocker" / "x.npy")}, "cannot be written: "),  # a file where a folder must be
         ({"npy": str(folder.parent)}, f"npy='{folder.parent}' is a folder ({folder.parent}); name a file in it"),
     ):
         for command in (sample, evaluate):

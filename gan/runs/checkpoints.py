@@ -336,6 +336,11 @@ def check_output_paths(cfg: DictConfig) -> None:
         )
     checkpoint = Path(str(cfg.ckpt_path)).expanduser().resolve() if cfg.get("ckpt_path") else None
     for key, path in paths.items():
+        blocking = next((parent for parent in path.parents if parent.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise ConfigError(
+                f"{key}={cfg[key]!r} cannot be written: {blocking} is a file, not a folder. Name a path in a folder."
+            )
         if path.is_dir():
             example = path / ("samples.png" if key == "out" else "samples.npy")
             raise ConfigError(f"{key}={cfg[key]!r} is a folder ({path}); name a file in it (e.g. {key}={example}).")

@@ -393,6 +393,10 @@ def check_batch_statistics(member: dict[str, Any], batch_size: int) -> None:
         )
 
 
+# Lightning's validation-loop arguments: the lab has no validation loop (its evaluations are the eval callback's)
+VALIDATION_LOOP_KEYS = ("val_check_interval", "check_val_every_n_epoch", "limit_val_batches", "num_sanity_val_steps")
+
+
 def check_manual_optimization(arguments: dict[str, Any]) -> None:
     """The Trainer's arguments that Lightning refuses for a module that steps its own optimizers (this lab's GAN:
     G and D each in turn), refused here before a run folder exists rather than by Lightning once the run started."""
@@ -402,6 +406,13 @@ def check_manual_optimization(arguments: dict[str, Any]) -> None:
             f"trainer.gradient_clip_val={clip!r}: this lab's GAN steps G's and D's optimizers itself (Lightning's "
             f"manual optimization), which Lightning's gradient clipping does not support. Leave it out (null); "
             f"model.r1_weight, model.d_spectral_norm or model.loss=wgan-gp keep D's gradients in check instead."
+        )
+    validation = {k: arguments[k] for k in VALIDATION_LOOP_KEYS if arguments.get(k) is not None}
+    if validation:
+        given = ", ".join(f"trainer.{k}={v!r}" for k, v in validation.items())
+        raise ConfigError(
+            f"{given}: this lab has no validation loop (the evaluations are eval.*: eval.every_n_epochs, "
+            f"eval.num_samples), so Lightning would ignore it. Leave it out."
         )
     if accumulate != 1:
         raise ConfigError(

@@ -144,6 +144,8 @@ def test_activation_parameters_from_the_command_line():
         (["trainer.accelerator=tpu"], "^trainer.accelerator=tpu is Lightning's, but .* valid choices: auto, cpu, gpu"),
         (["+trainer.gradient_clip_val=1.0"], "^trainer.gradient_clip_val=1.0: this lab's GAN steps .* itself"),
         (["+trainer.accumulate_grad_batches=2"], "^trainer.accumulate_grad_batches=2: this lab's GAN steps"),
+        (["+trainer.val_check_interval=0"], "^trainer.val_check_interval=0: this lab has no validation loop"),
+        (["+trainer.num_sanity_val_steps=2"], "^trainer.num_sanity_val_steps=2: this lab has no validation loop"),
         (["model.latent_dim=1000000000"], "^model.latent_dim=1000000000, model.g_hidden=.* would need about .* TB"),
         (["model.g_hidden=[1000000000]"], r"^model.latent_dim=100, model.g_hidden=\[1000000000\], .* available"),
         (["model.num_fixed_samples=1000000000"], "^model.num_fixed_samples=1000000000: one run would need about"),
