@@ -50,10 +50,12 @@ from gan.eval.corruptions import flat, real_images
 from gan.eval.metrics import K_NEAREST, time_card
 from gan.images import IMAGE_DIM
 from gan.model.activations import build_activation
+from gan.model.graphed import graphs_wanted
 from gan.model.losses import MemberLosses
 from gan.model.module import GANModule
 from gan.model.spec import default, member_data_range
 from gan.runs.build import build_callbacks, build_datamodule, build_trainer
+from gan.runs.drift import drift
 from gan.runs.plan import check_model_memory, member_config
 from gan.runs.schema import CONF_DIR
 
@@ -248,10 +250,14 @@ def pack_members(member: dict[str, Any], count: int) -> list[dict[str, Any]]:
     return out
 
 
-def time_lightning(cfg: DictConfig, members: list[dict[str, Any]], warmup: int, iters: int) -> float:
-    """Seconds for ``iters`` iterations of ``gan.train``'s Trainer on a population of ``members``."""
+def time_lightning(
+    cfg: DictConfig, members: list[dict[str, Any]], warmup: int, iters: int, cuda_graphs: str | None = None
+) -> float:
+    """Seconds for ``iters`` iterations of ``gan.train``'s Trainer on a population of ``members`` (``cuda_graphs``:
+    the config's setting unless given)."""
     L.seed_everything(0, verbose=False)
     module = GANModule(members=members, checked=True)
+    module.use_cuda_graphs(cuda_graphs or str(cfg.get("cuda_graphs", "off")))
     datamodule = build_datamodule(cfg, [m["seed"] for m in members], module.data_ranges, module.shared["d_steps"])
     with_steps = OmegaConf.merge(cfg, {"trainer": {"max_steps": warmup + iters}})
     trainer = build_trainer(with_steps, module.shared["d_steps"], build_callbacks(with_steps))
@@ -283,6 +289,26 @@ def metrics_bench(data_root: str, samples: int, rounds: int, device: torch.devic
     return summary
 
 
+def drift_bench(
+    data_root: str | None, tmp: str, device: torch.device, overrides: Sequence[str], count: int, iterations: int
+) -> dict[str, Any]:
+    """``--drift N``: the bench's pack of ``count`` trained N iterations captured and twice eagerly; the largest
+    weight difference at each mark, printed as a table and returned (and printed) as JSON."""
+    cfg = bench_config(data_root, tmp, "gpu" if device.type == "cuda" else "cpu", overrides)
+    torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
+    member = member_config(OmegaConf.merge(cfg, {"seed": 0}))
+    check_model_memory(member, int(cfg.data.batch_size), count, f"a pack of --members {count}")
+    rows = drift(cfg, pack_members(member, count), iterations)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (nothing is captured on the CPU)"
+    print(f"{where}: a pack of {count}, captured against eager (largest weight difference over every member)")
+    print(f"{'iteration':>10} {'captured vs eager':>18} {'eager vs eager':>15}")
+    for row in rows:
+        print(f"{row['iteration']:>10} {row['captured_vs_eager']:>18.3g} {row['eager_vs_eager']:>15.3g}")
+    summary = {"device": where, "members": count, "drift": rows}
+    print(json.dumps(summary))
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -310,6 +336,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--samples", type=int, default=10_000, help="with --metrics: samples scored (default 10000)")
     parser.add_argument(
+        "--drift",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train the pack N iterations captured (cuda_graphs=on) and twice eagerly; print how far apart their "
+        "weights are at iterations 1, 2, 5, 10, ... (gan/runs/drift.py)",
+    )
+    parser.add_argument(
         "overrides",
         nargs="*",
         help="Hydra overrides of the timed training config, e.g. data.root=../shared/mnist data.batch_size=128",
@@ -318,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pack_iters_given = 1 if args.pack_iters is None else args.pack_iters
     if min(args.members, args.iters, args.rounds, args.warmup, args.sequential, pack_iters_given) < 1:
         parser.error("--members, --iters, --pack-iters, --rounds, --warmup and --sequential must be positive")
-    if args.sequential > args.members:
+    if args.sequential > args.members and args.drift is None:
         parser.error(f"--sequential {args.sequential}: at most --members ({args.members}) of the pack run alone")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but this machine has no usable CUDA GPU; use --device cpu")
@@ -329,6 +363,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         with exits_on_error():
             data_root, _ = data_root_and_overrides(args.data_root, args.overrides)
             return metrics_bench(data_root or "data", args.samples, args.rounds, device)
+    if args.drift is not None:
+        if args.drift < 1:
+            parser.error(f"--drift {args.drift}: the iterations to train, at least 1")
+        with exits_on_error(), tempfile.TemporaryDirectory(prefix="gan-bench-") as tmp:
+            data_root, overrides = data_root_and_overrides(args.data_root, args.overrides)
+            return drift_bench(data_root, tmp, device, overrides, args.members, args.drift)
     pack_iters = args.pack_iters or max(20, args.iters // args.members)
 
     with exits_on_error(), tempfile.TemporaryDirectory(prefix="gan-bench-") as tmp:
@@ -344,6 +384,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         members = pack_members(member, args.members)
         alone = members[:: max(1, len(members) // max(1, args.sequential))][: max(1, args.sequential)]
         rates: dict[str, list[float]] = {"reference": [], "single": [], "sequential": [], "pack": []}
+        # On a GPU with CUDA graphs on, the eager single run and pack are timed too, side by side in each round.
+        eager_too = graphs_wanted(str(cfg.get("cuda_graphs", "off")), device)
+        if eager_too:
+            rates.update(single_eager=[], pack_eager=[])
         for r in range(args.rounds):
             # the bare loop and the single run side by side, in turn first (a machine's speed drifts: each round's
             # ratio compares neighbours, and the order alternates so that a drift within a round cancels)
@@ -358,6 +402,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             rates["sequential"].append(len(alone) * pack_iters * images / seconds)
             pack_s = time_lightning(cfg, members, args.warmup, pack_iters)
             rates["pack"].append(pack_iters * images * args.members / pack_s)
+            if eager_too:
+                seconds = time_lightning(cfg, [member], args.warmup, args.iters, cuda_graphs="off")
+                rates["single_eager"].append(args.iters * images / seconds)
+                pack_s = time_lightning(cfg, members, args.warmup, pack_iters, cuda_graphs="off")
+                rates["pack_eager"].append(pack_iters * images * args.members / pack_s)
     median = {k: statistics.median(v) for k, v in rates.items()}
     paired = [s / r for s, r in zip(rates["single"], rates["reference"], strict=True)]
     summary = {
@@ -386,7 +435,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "pack": pack_iters,
         },
         "float32_matmul_precision": str(cfg.get("float32_matmul_precision", "highest")),
+        "cuda_graphs": "on" if eager_too else "off (eager)",
     }
+    if eager_too:
+        summary.update(
+            single_eager_img_s=round(median["single_eager"], 1),
+            pack_eager_member_img_s=round(median["pack_eager"], 1),
+            single_eager_vs_reference=round(median["single_eager"] / median["reference"], 3),
+            pack_vs_eager_pack=round(median["pack"] / median["pack_eager"], 2),
+            single_vs_eager_single=round(median["single"] / median["single_eager"], 2),
+        )
     print(
         f"{summary['device']}: bare loop {summary['reference_img_s']:.0f} img/s; single run "
         f"{summary['single_img_s']:.0f} img/s ({summary['single_vs_reference']:.2f} of the bare loop); "
@@ -395,6 +453,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{summary['pack_member_img_s']:.0f} member-img/s ({summary['pack_vs_sequential']:.2f}x sequential runs, "
         f"{summary['pack_vs_single']:.1f}x the single run, {summary['pack_it_s']} it/s)"
     )
+    if eager_too:
+        print(
+            f"CUDA graphs: pack {summary['pack_member_img_s']:.0f} against {summary['pack_eager_member_img_s']:.0f} "
+            f"member-img/s eager ({summary['pack_vs_eager_pack']:.2f}x); single run {summary['single_img_s']:.0f} "
+            f"against {summary['single_eager_img_s']:.0f} img/s eager ({summary['single_vs_eager_single']:.2f}x)"
+        )
     print(json.dumps(summary))
     return summary
 

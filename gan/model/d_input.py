@@ -43,6 +43,9 @@ class DiscriminatorInput:
         self.noisy_members = [k for k, std in enumerate(self.initial_noise) if std > 0]
         self.decay_iters = [0] * self.members
         self.noise_now = [0.0] * self.members
+        # The noise scales on the training device, one tensor per set of noisy members: filled from ``noise_now``
+        # before each use (``stage`` before a CUDA graph's replay, which reads them without Python).
+        self._scales: dict[tuple, torch.Tensor] = {}
 
     @property
     def changes_anything(self) -> bool:
@@ -61,6 +64,30 @@ class DiscriminatorInput:
             ]
         return self.noise_now
 
+    def noisy_now(self) -> tuple[int, ...]:
+        """The members that add instance noise in this iteration (their std has not decayed to 0)."""
+        return tuple(k for k in self.noisy_members if self.noise_now[k] > 0)
+
+    def _scale_values(self, noisy: Sequence[int]) -> list[float]:
+        return [self.noise_now[k] * (self.data_ranges[k][1] - self.data_ranges[k][0]) / 2 for k in noisy]
+
+    def _noise_scale(self, noisy: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
+        """[n, 1, 1] scales of the ``noisy`` members' noise, a tensor kept on ``x``'s device (filled now, unless a
+        CUDA graph is being captured: then ``stage`` fills it before every replay)."""
+        key = (x.device, x.dtype, noisy)
+        if key not in self._scales:
+            self._scales[key] = member_column(self._scale_values(noisy), x)
+        elif not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
+            self._scales[key].copy_(torch.tensor(self._scale_values(noisy), dtype=x.dtype).view(-1, 1, 1))
+        return self._scales[key]
+
+    def stage(self) -> None:
+        """Put this iteration's noise scales where a replayed CUDA graph reads them."""
+        noisy = self.noisy_now()
+        for (_, dtype, members), scales in self._scales.items():
+            if members == noisy:
+                scales.copy_(torch.tensor(self._scale_values(noisy), dtype=dtype).view(-1, 1, 1))
+
     def __call__(self, x: torch.Tensor, streams: MemberStreams) -> torch.Tensor:
         for g, (policy, members) in enumerate(self.augment_groups):
             index = self.constants(f"augment{g}", members, x, dtype=torch.long)
@@ -68,13 +95,12 @@ class DiscriminatorInput:
             generators = [streams.generators[k] for k in members]
             part = diff_augment(x[index], policy, background, generators)
             x = part if len(members) == self.members else x.index_put((index,), part)
-        noisy = [k for k in self.noisy_members if self.noise_now[k] > 0]
+        noisy = self.noisy_now()
         if noisy:
-            scale = [self.noise_now[k] * (self.data_ranges[k][1] - self.data_ranges[k][0]) / 2 for k in noisy]
-            noise = streams.normal(x.shape[1:], noisy) * member_column(scale, x)
+            noise = streams.normal(x.shape[1:], noisy) * self._noise_scale(noisy, x)
             if len(noisy) == self.members:
                 x = x + noise
-            else:
-                index = torch.tensor(noisy, device=x.device)  # changes as members' noise decays to 0
+            else:  # the set changes as members' noise decays to 0: an index tensor per set
+                index = self.constants(f"noisy{noisy}", noisy, x, dtype=torch.long)
                 x = x.index_put((index,), x[index] + noise)
         return x

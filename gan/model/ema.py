@@ -29,7 +29,7 @@ def update_average(
         frozen = [k for k, a in enumerate(alive) if not a]
         saved = []
         if frozen:
-            index = torch.tensor(frozen, device=updates.device)
+            index = constants(f"ema_frozen{frozen}", frozen, updates, dtype=torch.long)  # built once per set
             saved = [(t, index, t[index].clone()) for t in [*(a for a, _ in floats + others), updates]]
         if not started:
             for a, c in floats + others:

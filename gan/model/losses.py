@@ -20,7 +20,12 @@ from gan.errors import ConfigError
 
 def _bce(logits: torch.Tensor, target: torch.Tensor | float) -> torch.Tensor:
     """Per-member mean BCE on logits [n, B] against a target (a number, or one per member as [n, 1])."""
-    target = torch.as_tensor(target, dtype=logits.dtype, device=logits.device).expand_as(logits)
+    # full_like, not as_tensor: a number made into a GPU tensor is a host-to-device copy (a CUDA graph cannot hold it)
+    target = (
+        torch.full_like(logits, float(target))
+        if not torch.is_tensor(target)
+        else target.to(logits.dtype).expand_as(logits)
+    )
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(1)
 
 

@@ -32,6 +32,7 @@ from gan.errors import ConfigError, RunFailed
 from gan.images import to_unit_images
 from gan.model.d_input import DiscriminatorInput
 from gan.model.ema import update_average
+from gan.model.graphed import StepGraph, cuda_graph_setting, graphs_wanted
 from gan.model.losses import MemberLosses
 from gan.model.networks import Discriminator, Generator
 from gan.model.optim import OPTIMIZERS, StackedOptimizer
@@ -94,6 +95,10 @@ class GANModule(L.LightningModule):
         # The first iteration with a non-finite loss, per member (-1: none): set on the device in every iteration
         # (no host sync), read where the host reads anyway (logging steps) and before anything is saved or scored.
         self.register_buffer("first_nonfinite", torch.full((self.members,), -1, dtype=torch.long), persistent=False)
+        # The iteration a captured step reads (a graph cannot take a Python number that changes).
+        self.register_buffer("_iteration_now", torch.zeros((), dtype=torch.long), persistent=False)
+        self.cuda_graphs = "off"  # gan.runs sets the run's cuda_graphs (use_cuda_graphs)
+        self.step_graph: StepGraph | None = None
         self.step_metrics: dict[str, list[float | None]] = {}  # each member's scalars of the latest logging step
         # The same z all run long (and across resume: buffers are saved in checkpoints).
         self.register_buffer("fixed_noise", self._fixed_noise(members))
@@ -190,6 +195,9 @@ class GANModule(L.LightningModule):
             self.streams.load(self._saved_streams, self.iteration)
             self._saved_streams = None
         self._set_active()
+        self.step_graph = (
+            StepGraph(self.device, self.streams.generators) if graphs_wanted(self.cuda_graphs, self.device) else None
+        )
 
     def planned_iterations(self) -> int:
         """Iterations this fit will run (max_epochs x batches per epoch, or max_steps if fewer); 0 if unbounded."""
@@ -207,10 +215,42 @@ class GANModule(L.LightningModule):
         return self.d_view(x, self.streams) if self.d_view.changes_anything else x
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        """D's ``d_steps`` updates, then G's update, for every member at once."""
-        opt_g, opt_d = self.optimizers()
-        iteration, d_steps = self.iteration, self.shared["d_steps"]
+        """D's ``d_steps`` updates, then G's update, for every member at once (replayed as one CUDA graph when
+        ``cuda_graphs`` captures it: ``gan.model.graphed``)."""
+        iteration = self.iteration
         self.d_view.update(iteration)
+        if self.step_graph is None:
+            out = self._iteration(batch, iteration, graphed=False)
+        else:
+            self._iteration_now.fill_(iteration)
+            self.d_view.stage()
+            out = self.step_graph.run(
+                self._graph_key(),
+                batch,
+                lambda b, graphed: self._iteration(b, self._iteration_now, graphed),
+                self._count_optimizer_steps,
+                self._drop_gradients,
+            )
+        if self._is_logging_step():
+            scalars = {
+                "train/d_loss": out["d_loss"],
+                "train/g_loss": out["g_loss"],
+                "train/D_x": self.losses.d_output(out["real_logits"]).mean(1),
+                "train/D_G_z": self.losses.d_output(out["fake_logits"]).mean(1),
+            }
+            if out["penalty"] is not None:
+                scalars["train/d_penalty"] = out["penalty"]
+            self._record_step(scalars)
+
+    def _iteration(self, batch: torch.Tensor, iteration: int | torch.Tensor, graphed: bool) -> dict[str, Any]:
+        """The iteration's work: D's updates, G's update, the weight average, the non-finite flags; returns the
+        losses and logits (detached). ``graphed``: inside a CUDA graph capture, where Lightning's optimizer
+        wrappers and ``manual_backward`` (Python bookkeeping around the same calls) are left out."""
+        opt_g, opt_d = self.optimizers()
+        if graphed:
+            opt_g, opt_d = opt_g.optimizer, opt_d.optimizer
+        backward = (lambda loss: loss.backward()) if graphed else self.manual_backward
+        d_steps = self.shared["d_steps"]
         real_chunks = batch.chunk(d_steps, dim=1) if d_steps > 1 else (batch,)
         size = real_chunks[-1].shape[1]
         z = self.streams.normal((d_steps + 1, size, self.shared["latent_dim"]), dim=1).to(batch.dtype)
@@ -223,30 +263,60 @@ class GANModule(L.LightningModule):
             d_loss = self.losses.d_loss(real_logits, fake_logits)
             d_total = d_loss if penalty is None else d_loss + penalty
             opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_total.sum())
+            backward(d_total.sum())
             opt_d.step()
 
         with frozen(self.discriminator):  # G's update: D's parameters take no gradient
             real_scores = self._real_scores_for_g(real_in)
             g_loss = self.losses.g_loss(self.discriminator(self.d_input(self.generator(z[d_steps]))), real_scores)
             opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(g_loss.sum())
+            backward(g_loss.sum())
             opt_g.step()
 
         if self.generator_ema is not None:
             self.update_generator_ema()
         bad = ~(torch.isfinite(d_total.detach()) & torch.isfinite(g_loss.detach()))
-        self.first_nonfinite.masked_fill_(bad & (self.first_nonfinite < 0), iteration)
-        if self._is_logging_step():
-            scalars = {
-                "train/d_loss": d_loss.detach(),
-                "train/g_loss": g_loss.detach(),
-                "train/D_x": self.losses.d_output(real_logits.detach()).mean(1),
-                "train/D_G_z": self.losses.d_output(fake_logits.detach()).mean(1),
-            }
-            if penalty is not None:
-                scalars["train/d_penalty"] = penalty.detach()
-            self._record_step(scalars)
+        # where, not masked_fill_: masked_fill_ reads a tensor value on the host (a sync a capture cannot hold)
+        first = self.first_nonfinite
+        first.copy_(torch.where(bad & (first < 0), iteration, first))
+        return {
+            "d_loss": d_loss.detach(),
+            "g_loss": g_loss.detach(),
+            "real_logits": real_logits.detach(),
+            "fake_logits": fake_logits.detach(),
+            "penalty": None if penalty is None else penalty.detach(),
+        }
+
+    # ----------------------------------------------------------------- CUDA graphs
+    def use_cuda_graphs(self, setting: str) -> None:
+        """``cuda_graphs``: auto/on capture the iteration as a CUDA graph on a GPU (from ``on_fit_start``), off
+        never; the CPU always runs eagerly."""
+        graphs_wanted(setting, torch.device("cpu"))  # checks the value
+        self.cuda_graphs = cuda_graph_setting(setting)
+
+    def on_train_end(self) -> None:
+        if self.step_graph is not None:
+            done = self.step_graph.summary()
+            print(
+                f"CUDA graphs: the iteration was captured {done['captures']} time(s) and replayed "
+                f"{done['replays']} times; {done['eager']} iteration(s) ran eagerly (warm-ups before a capture)."
+            )
+
+    def _graph_key(self) -> tuple:
+        """What the captured iteration depends on that Python decides: a change means a new capture."""
+        return (tuple(self.alive), self.d_view.noisy_now(), self._ema_started)
+
+    def _count_optimizer_steps(self) -> None:
+        """For a replayed iteration, Lightning's count of optimizer steps (``global_step``): what the optimizer
+        wrappers do around each of the ``d_steps + 1`` steps of an eager iteration."""
+        opt_g, opt_d = self.optimizers()
+        for opt in [opt_d] * self.shared["d_steps"] + [opt_g]:
+            opt._on_before_step()
+            opt._on_after_step()
+
+    def _drop_gradients(self) -> None:
+        for opt in self.optimizers():
+            opt.optimizer.zero_grad(set_to_none=True)
 
     def _real_scores_for_g(self, real_in: torch.Tensor) -> torch.Tensor | None:
         """D's scores, after its update, of the last real batch it saw, for a relativistic G loss (rpgan pairs each

@@ -52,6 +52,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         self.members = int(members)
         super().__init__(params, self.per_member(defaults))
         self._frozen: torch.Tensor | None = None  # indices of members that no longer update (None: all update)
+        self._frozen_on: dict[torch.device, torch.Tensor] = {}
         self._columns: dict[tuple, list[torch.Tensor]] = {}
 
     def per_member(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +68,13 @@ class StackedOptimizer(torch.optim.Optimizer):
         """Which members update from now on (a diverged member is frozen where it stopped)."""
         frozen = [k for k, a in enumerate(active) if not a]
         self._frozen = torch.tensor(frozen) if frozen else None
+        self._frozen_on: dict[torch.device, torch.Tensor] = {}  # its copy on each device, made once
+
+    def _frozen_index(self, device: torch.device) -> torch.Tensor:
+        """The frozen members' indices on ``device`` (copied once: a CUDA graph's capture cannot copy from host)."""
+        if device not in self._frozen_on:
+            self._frozen_on[device] = self._frozen.to(device)
+        return self._frozen_on[device]
 
     # How a hyperparameter enters the formulas (named, so that its tensors are built once and cached).
     TRANSFORMS: dict[str, Callable[[float], float]] = {"value": float, "one_minus": lambda v: 1.0 - float(v)}
@@ -126,7 +134,7 @@ class StackedOptimizer(torch.optim.Optimizer):
                 continue
             # Frozen members: update everything, then put their slices back (their values may be NaN).
             tensors = params + [t for p in params for t in self.state[p].values() if torch.is_tensor(t)]
-            frozen = self._frozen.to(params[0].device)
+            frozen = self._frozen_index(params[0].device)
             saved = [(t, t[frozen].clone()) for t in tensors]
             self._step_group(group, params, grads)
             for t, old in saved:

@@ -96,6 +96,7 @@ def _fit(plans: Sequence[MemberPlan]) -> list[dict[str, Any]]:
             f"diagnostics, logger files or checkpoints (Lightning's meaning); results.json records the run."
         )
     torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "highest")))
+    module.use_cuda_graphs(str(cfg.get("cuda_graphs", "off")))
     ckpt_path = resuming[0] if resuming else None
     try:
         with run_logs([p.run_dir for p in plans]):  # each member's train.log: its own lines and the pack's

@@ -49,6 +49,7 @@ WHERE_HOW = frozenset(
         "logger",
         "tuning.best_from",
         "float32_matmul_precision",
+        "cuda_graphs",
         "trainer.accelerator",
         "trainer.devices",
         "trainer.enable_progress_bar",

@@ -29,6 +29,7 @@ from gan.errors import ConfigError, check_count
 from gan.eval.sampling import available_memory, format_bytes
 from gan.images import IMAGE_DIM
 from gan.model.augment import parse_policy
+from gan.model.graphed import CUDA_GRAPH_CHOICES, cuda_graph_setting
 from gan.model.spec import OPTIMIZER_ALIASES, member_hparams
 from gan.runs.build import build_callbacks, build_loggers
 from gan.runs.checkpoints import RESUME_INVARIANTS, check_weights, model_weights, read_checkpoint
@@ -490,6 +491,22 @@ def _device_count(accelerator: str, devices: Any) -> int:
     return int(devices)
 
 
+def check_cuda_graphs(setting: Any, accelerator: str) -> None:
+    """``cuda_graphs``: auto (capture the training iteration on a GPU), on (the same, asked for explicitly: so not
+    with the CPU), off (eager everywhere)."""
+    setting = cuda_graph_setting(setting)
+    if setting not in CUDA_GRAPH_CHOICES:
+        raise ConfigError(
+            f"cuda_graphs={setting!r}: valid choices are {', '.join(CUDA_GRAPH_CHOICES)} (auto: the training "
+            f"iteration replays as one CUDA graph on a GPU; off: eager)."
+        )
+    if setting == "on" and (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
+        raise ConfigError(
+            "cuda_graphs=on with trainer.accelerator=cpu: CUDA graphs need a GPU (trainer.accelerator=gpu). On the "
+            "CPU the iteration always runs eagerly; use cuda_graphs=auto or off."
+        )
+
+
 def check_trainer(cfg: DictConfig, here: bool = True) -> None:
     """The Trainer's arguments, checked without building a Trainer (as torchtune's recipes validate a config):
     the budget, the names bound to ``lightning.Trainer``'s signature, the accelerator, the precision and one
@@ -501,6 +518,7 @@ def check_trainer(cfg: DictConfig, here: bool = True) -> None:
     if precision not in MATMUL_PRECISIONS:
         raise ConfigError(f"float32_matmul_precision={precision!r}: valid choices are {', '.join(MATMUL_PRECISIONS)}.")
     arguments = {k: v for k, v in OmegaConf.to_container(trainer, resolve=True).items() if not k.startswith("_")}
+    check_cuda_graphs(cfg.get("cuda_graphs", "off"), str(arguments.get("accelerator", "auto")))
     try:
         inspect.signature(L.Trainer).bind(**arguments)
     except TypeError as exc:

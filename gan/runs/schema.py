@@ -124,6 +124,7 @@ class TrainConfig:
     ckpt_path: Optional[str] = None
     run_dir: Optional[str] = SI("${hydra:runtime.output_dir}")  # None outside a Hydra job
     float32_matmul_precision: str = "highest"
+    cuda_graphs: str = "off"
     act: Optional[str] = None  # the one hidden activation of ``activation=same``
 
 
