@@ -295,12 +295,16 @@ class GANModule(L.LightningModule):
         self.cuda_graphs = cuda_graph_setting(setting)
 
     def on_train_end(self) -> None:
+        """Say how the iterations ran, and let the graph go (its memory pool, the generators' registration): a
+        finished fit replays nothing more, and a resumed one captures anew."""
         if self.step_graph is not None:
             done = self.step_graph.summary()
             print(
                 f"CUDA graphs: the iteration was captured {done['captures']} time(s) and replayed "
                 f"{done['replays']} times; {done['eager']} iteration(s) ran eagerly (warm-ups before a capture)."
             )
+            self.step_graph.release(self._drop_gradients)
+            self.step_graph = None
 
     def _graph_key(self) -> tuple:
         """What the captured iteration depends on that Python decides: a change means a new capture."""
