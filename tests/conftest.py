@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 from gan.eval.classifier import load_evaluator
 from tests.helpers import REAL_MNIST, make_mnist
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker (``python -m pytest -n 2``): one torch thread, for this process and the commands
+    its tests start, so that two workers share the cores instead of fighting over them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
