@@ -300,7 +300,10 @@ def drift_bench(
     check_model_memory(member, int(cfg.data.batch_size), count, f"a pack of --members {count}")
     rows = drift(cfg, pack_members(member, count), iterations)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (nothing is captured on the CPU)"
-    print(f"{where}: a pack of {count}, captured against eager (largest weight difference over every member)")
+    print(
+        f"{where}: a pack of {count}, captured against eager (largest weight difference over every member; "
+        f"iterations 1 and 2 are the eager warm-ups before the capture, the replays start at 3)"
+    )
     print(f"{'iteration':>10} {'captured vs eager':>18} {'eager vs eager':>15}")
     for row in rows:
         print(f"{row['iteration']:>10} {row['captured_vs_eager']:>18.3g} {row['eager_vs_eager']:>15.3g}")

@@ -28,6 +28,9 @@ from typing import Any
 import torch
 
 CUDA_GRAPH_CHOICES = ("auto", "on", "off")
+# Lightning's mixed precisions scale the loss and autocast around its own backward and step, which a captured
+# iteration leaves out: with them the iteration stays eager.
+MIXED_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16")
 WARMUP_ITERATIONS = 2  # eager iterations on the side stream before each capture (torch's recipe uses a few)
 
 
@@ -38,13 +41,14 @@ def cuda_graph_setting(value: object) -> str:
     return {"true": "on", "false": "off"}.get(text.lower(), text)
 
 
-def graphs_wanted(setting: str, device: torch.device) -> bool:
+def graphs_wanted(setting: str, device: torch.device, precision: object = "32-true") -> bool:
     """Whether ``cuda_graphs=setting`` captures the iteration on ``device``: auto and on capture on CUDA, never on
-    the CPU (where eager and compiled steps ran at the same speed: the step is matmul-bound there)."""
+    the CPU (where eager and compiled steps ran at the same speed: the step is matmul-bound there), never under a
+    mixed ``precision`` (``MIXED_PRECISIONS``)."""
     setting = cuda_graph_setting(setting)
     if setting not in CUDA_GRAPH_CHOICES:
         raise ValueError(f"cuda_graphs={setting!r}: valid choices are {', '.join(CUDA_GRAPH_CHOICES)}")
-    return setting != "off" and device.type == "cuda"
+    return setting != "off" and device.type == "cuda" and str(precision) not in MIXED_PRECISIONS
 
 
 class StepGraph:

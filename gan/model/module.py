@@ -196,7 +196,9 @@ class GANModule(L.LightningModule):
             self._saved_streams = None
         self._set_active()
         self.step_graph = (
-            StepGraph(self.device, self.streams.generators) if graphs_wanted(self.cuda_graphs, self.device) else None
+            StepGraph(self.device, self.streams.generators)
+            if graphs_wanted(self.cuda_graphs, self.device, self.trainer.precision)
+            else None
         )
 
     def planned_iterations(self) -> int:

@@ -29,7 +29,7 @@ from gan.errors import ConfigError, check_count
 from gan.eval.sampling import available_memory, format_bytes
 from gan.images import IMAGE_DIM
 from gan.model.augment import parse_policy
-from gan.model.graphed import CUDA_GRAPH_CHOICES, cuda_graph_setting
+from gan.model.graphed import CUDA_GRAPH_CHOICES, MIXED_PRECISIONS, cuda_graph_setting
 from gan.model.spec import OPTIMIZER_ALIASES, member_hparams
 from gan.runs.build import build_callbacks, build_loggers
 from gan.runs.checkpoints import RESUME_INVARIANTS, check_weights, model_weights, read_checkpoint
@@ -491,9 +491,9 @@ def _device_count(accelerator: str, devices: Any) -> int:
     return int(devices)
 
 
-def check_cuda_graphs(setting: Any, accelerator: str) -> None:
+def check_cuda_graphs(setting: Any, accelerator: str, precision: Any = "32-true") -> None:
     """``cuda_graphs``: auto (capture the training iteration on a GPU), on (the same, asked for explicitly: so not
-    with the CPU), off (eager everywhere)."""
+    with the CPU, nor with a mixed precision, whose loss scaling a capture leaves out), off (eager everywhere)."""
     setting = cuda_graph_setting(setting)
     if setting not in CUDA_GRAPH_CHOICES:
         raise ConfigError(
@@ -504,6 +504,12 @@ def check_cuda_graphs(setting: Any, accelerator: str) -> None:
         raise ConfigError(
             "cuda_graphs=on with trainer.accelerator=cpu: CUDA graphs need a GPU (trainer.accelerator=gpu). On the "
             "CPU the iteration always runs eagerly; use cuda_graphs=auto or off."
+        )
+    if setting == "on" and str(precision) in MIXED_PRECISIONS:
+        raise ConfigError(
+            f"cuda_graphs=on with trainer.precision={precision}: a captured iteration leaves out Lightning's mixed "
+            f"precision (autocast, loss scaling). Use a true precision (32-true, the default) or cuda_graphs=off; "
+            f"cuda_graphs=auto runs such a run eagerly."
         )
 
 
@@ -518,7 +524,9 @@ def check_trainer(cfg: DictConfig, here: bool = True) -> None:
     if precision not in MATMUL_PRECISIONS:
         raise ConfigError(f"float32_matmul_precision={precision!r}: valid choices are {', '.join(MATMUL_PRECISIONS)}.")
     arguments = {k: v for k, v in OmegaConf.to_container(trainer, resolve=True).items() if not k.startswith("_")}
-    check_cuda_graphs(cfg.get("cuda_graphs", "off"), str(arguments.get("accelerator", "auto")))
+    check_cuda_graphs(
+        cfg.get("cuda_graphs", "off"), str(arguments.get("accelerator", "auto")), arguments.get("precision", "32-true")
+    )
     try:
         inspect.signature(L.Trainer).bind(**arguments)
     except TypeError as exc:

@@ -19,7 +19,7 @@ from gan.errors import ConfigError
 from gan.model.graphed import StepGraph, cuda_graph_setting, graphs_wanted
 from gan.runs.drift import largest_difference
 from gan.runs.fit import train_pack
-from gan.runs.plan import prepare
+from gan.runs.plan import check_cuda_graphs, prepare
 from tests.helpers import compose_train, fast_overrides, make_mnist, weights
 from tests.runs.test_packing import CUDA_ATOL, MIXED, SHARED_TRICKS, TRICKS, assert_same_run, plans_for
 
@@ -47,6 +47,18 @@ def _plans(tmp_path: Path, data: Path, members: dict, shared: list, tag: str, gr
 
 
 def _assert_close_runs(ours: Path, theirs: Path, atol: float, what: str) -> float:
+    """Every weight within ``atol``; first, exactly, what no rounding can change: each member's random stream and
+    Adam step counts (a missed or extra draw or step fails here, whatever the weights' drift)."""
+    ca, cb = (
+        torch.load(p / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for p in (ours, theirs)
+    )
+    assert ca["global_step"] == cb["global_step"], what
+    for x, y in zip(ca["gan_rng"]["members"], cb["gan_rng"]["members"], strict=True):
+        assert torch.equal(x, y), f"{what}: the random streams differ"
+    for oa, ob in zip(ca["optimizer_states"], cb["optimizer_states"], strict=True):
+        for i, state in oa["state"].items():
+            if i in ob["state"]:  # (a PReLU slot only another member of a pack used has no state alone)
+                assert torch.equal(state["step"], ob["state"][i]["step"]), f"{what}: Adam step counts differ"
     a, b = weights(ours), weights(theirs)
     assert set(a) == set(b)
     worst = 0.0
@@ -162,6 +174,12 @@ def test_the_cpu_never_captures_and_bad_settings_are_refused(tmp_path, tiny_mnis
         prepare(compose_train([*fast_overrides(tiny_mnist), "cuda_graphs=sometimes"], tmp_path / "bad"))
     with pytest.raises(ConfigError, match=r"cuda_graphs=on with trainer.accelerator=cpu: CUDA graphs need a GPU"):
         prepare(compose_train([*fast_overrides(tiny_mnist), "cuda_graphs=on"], tmp_path / "cpu_on"))
+    with pytest.raises(ConfigError, match=r"cuda_graphs=on with trainer.precision=bf16-mixed: a captured iteration"):
+        check_cuda_graphs("on", "gpu", "bf16-mixed")
+    check_cuda_graphs("auto", "gpu", "16-mixed")  # auto: such a run stays eager
+    assert not graphs_wanted("auto", torch.device("cuda"), "16-mixed") and graphs_wanted(
+        "on", torch.device("cuda"), "32-true"
+    )
     assert not (tmp_path / "bad").exists() and not (tmp_path / "cpu_on").exists()
 
 
@@ -186,7 +204,9 @@ class ReplayedBody(StepGraph):
 
 @pytest.fixture
 def replayed_on_cpu(monkeypatch):
-    monkeypatch.setattr(gan.model.module, "graphs_wanted", lambda setting, device: setting != "off")
+    monkeypatch.setattr(
+        gan.model.module, "graphs_wanted", lambda setting, device, precision="32-true": setting != "off"
+    )
     monkeypatch.setattr(gan.model.module, "StepGraph", ReplayedBody)
 
 
@@ -241,7 +261,9 @@ class OffByOne(ReplayedBody):
 def test_drift_is_zero_for_the_graphed_body_and_shows_a_wrong_update_at_once(tmp_path, capsys, monkeypatch):
     root = make_mnist(tmp_path / "data", n_train=256, n_test=16)
     small = ["--members", "3", "data.batch_size=32", "model.g_hidden=[16]", "model.d_hidden=[16]"]
-    monkeypatch.setattr(gan.model.module, "graphs_wanted", lambda setting, device: setting != "off")
+    monkeypatch.setattr(
+        gan.model.module, "graphs_wanted", lambda setting, device, precision="32-true": setting != "off"
+    )
     monkeypatch.setattr(gan.model.module, "StepGraph", ReplayedBody)
     summary = bench.main(["--drift", "12", f"data.root={root}", *small])
     out = capsys.readouterr().out
