@@ -52,10 +52,9 @@ from gan.images import IMAGE_DIM
 from gan.model.activations import build_activation
 from gan.model.graphed import graphs_wanted
 from gan.model.losses import MemberLosses
-from gan.model.module import GANModule
 from gan.model.spec import default, member_data_range
-from gan.runs.build import build_callbacks, build_datamodule, build_trainer
-from gan.runs.drift import drift
+from gan.runs.build import build_datamodule
+from gan.runs.drift import drift, fit_members
 from gan.runs.plan import check_model_memory, member_config
 from gan.runs.schema import CONF_DIR
 
@@ -255,15 +254,8 @@ def time_lightning(
 ) -> float:
     """Seconds for ``iters`` iterations of ``gan.train``'s Trainer on a population of ``members`` (``cuda_graphs``:
     the config's setting unless given)."""
-    L.seed_everything(0, verbose=False)
-    module = GANModule(members=members, checked=True)
-    module.use_cuda_graphs(cuda_graphs or str(cfg.get("cuda_graphs", "off")))
-    datamodule = build_datamodule(cfg, [m["seed"] for m in members], module.data_ranges, module.shared["d_steps"])
-    with_steps = OmegaConf.merge(cfg, {"trainer": {"max_steps": warmup + iters}})
-    trainer = build_trainer(with_steps, module.shared["d_steps"], build_callbacks(with_steps))
     timer = Timer(warmup, iters)
-    trainer.callbacks.append(timer)
-    trainer.fit(module, datamodule=datamodule)
+    fit_members(cfg, members, warmup + iters, timer, cuda_graphs or str(cfg.get("cuda_graphs", "off")))
     return timer.seconds
 
 

@@ -78,15 +78,18 @@ class DiscriminatorInput:
         if key not in self._scales:
             self._scales[key] = member_column(self._scale_values(noisy), x)
         elif not (x.is_cuda and torch.cuda.is_current_stream_capturing()):
-            self._scales[key].copy_(torch.tensor(self._scale_values(noisy), dtype=x.dtype).view(-1, 1, 1))
+            self._write_scales(self._scales[key], noisy)
         return self._scales[key]
+
+    def _write_scales(self, scales: torch.Tensor, noisy: tuple[int, ...]) -> None:
+        scales.copy_(torch.tensor(self._scale_values(noisy), dtype=scales.dtype).view(-1, 1, 1))
 
     def stage(self) -> None:
         """Put this iteration's noise scales where a replayed CUDA graph reads them."""
         noisy = self.noisy_now()
-        for (_, dtype, members), scales in self._scales.items():
+        for (_, _, members), scales in self._scales.items():
             if members == noisy:
-                scales.copy_(torch.tensor(self._scale_values(noisy), dtype=dtype).view(-1, 1, 1))
+                self._write_scales(scales, noisy)
 
     def __call__(self, x: torch.Tensor, streams: MemberStreams) -> torch.Tensor:
         for g, (policy, members) in enumerate(self.augment_groups):

@@ -54,11 +54,20 @@ def graphs_wanted(setting: str, device: torch.device, precision: object = "32-tr
 class StepGraph:
     """One captured training iteration and what it needs to replay: the static batch, the outputs, the key it was
     captured under. ``body(batch, graphed)`` runs one iteration (``graphed``: inside a capture, so no Lightning
-    wrappers) and returns its output tensors; ``bookkeeping()`` does for a replay what the Lightning wrappers do."""
+    wrappers) and returns its output tensors; ``bookkeeping()`` does for a replay what the Lightning wrappers do;
+    ``release_grads()`` lets go of the gradients a capture allocated in the graph's pool."""
 
-    def __init__(self, device: torch.device, generators: Sequence[torch.Generator]) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        generators: Sequence[torch.Generator],
+        body: Callable[[torch.Tensor, bool], dict[str, Any]],
+        bookkeeping: Callable[[], None],
+        release_grads: Callable[[], None],
+    ) -> None:
         self.device = device
         self.generators = list(generators)
+        self.body, self.bookkeeping, self.release_grads = body, bookkeeping, release_grads
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.key: Hashable | None = None
@@ -69,66 +78,58 @@ class StepGraph:
         self.replays = 0  # iterations that ran as a replay
         self.eager = 0  # iterations that ran eagerly (warm-ups, other shapes)
 
-    def release(self, before: Callable[[], None] | None = None) -> None:
-        """Drop the graph (its memory pool goes when nothing points into it: ``before`` lets go of the gradients)."""
+    def release(self) -> None:
+        """Drop the graph (its memory pool goes when nothing points into it: the gradients are let go first)."""
         if self.graph is not None:
-            if before is not None:
-                before()
+            self.release_grads()
             self.outputs = None
             self.static_batch = None
             self.graph.reset()
             self.graph = None
         self.warm = 0
 
-    def run(
-        self,
-        key: Hashable,
-        batch: torch.Tensor,
-        body: Callable[[torch.Tensor, bool], dict[str, Any]],
-        bookkeeping: Callable[[], None],
-        release_grads: Callable[[], None],
-    ) -> dict[str, Any]:
+    def run(self, key: Hashable, batch: torch.Tensor) -> dict[str, Any]:
         """One iteration: replayed when a graph for ``key`` and this batch shape exists, else eager (a warm-up on
         the side stream) or, once warm, captured and replayed."""
         if key != self.key:
-            self.release(release_grads)
+            self.release()
             self.key = key
         if self.graph is not None:
             if batch.shape != self.static_batch.shape or batch.dtype != self.static_batch.dtype:
                 self.eager += 1
-                return body(batch, False)
+                return self.body(batch, False)
             self.static_batch.copy_(batch)
             self._replay()
-            bookkeeping()
+            self.bookkeeping()
             return self.outputs
         if self.warm < WARMUP_ITERATIONS:
             self.warm += 1
             self.eager += 1
-            return self._warm_up(batch, body)
+            return self._warm_up(batch)
         self.static_batch = batch.clone()
-        self._capture(body)
+        self._capture()
         self.captures += 1
         self._replay()  # a capture records the iteration without running it
-        bookkeeping()
+        self.bookkeeping()
         return self.outputs
 
-    def _warm_up(self, batch: torch.Tensor, body: Callable[[torch.Tensor, bool], dict[str, Any]]) -> dict[str, Any]:
+    def _warm_up(self, batch: torch.Tensor) -> dict[str, Any]:
         """An eager iteration on the side stream the capture will use (its cuBLAS handle and workspace, the
         optimizers' state and every cached constant exist before the capture)."""
         current = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(current)
         with torch.cuda.stream(self.stream):
-            out = body(batch, False)
+            out = self.body(batch, False)
         current.wait_stream(self.stream)
         return out
 
-    def _capture(self, body: Callable[[torch.Tensor, bool], dict[str, Any]]) -> None:
+    def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
         for generator in (g for g in self.generators if g.device.type == "cuda"):
             graph.register_generator_state(generator)
         try:
             with torch.cuda.graph(graph, stream=self.stream):
-                self.outputs = body(self.static_batch, True)
+                self.outputs = self.body(self.static_batch, True)
         except RuntimeError as exc:
             raise RuntimeError(
                 f"capturing the training iteration as a CUDA graph failed ({str(exc).splitlines()[0]}); "

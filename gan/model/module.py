@@ -196,7 +196,13 @@ class GANModule(L.LightningModule):
             self._saved_streams = None
         self._set_active()
         self.step_graph = (
-            StepGraph(self.device, self.streams.generators)
+            StepGraph(
+                self.device,
+                self.streams.generators,
+                lambda batch, graphed: self._iteration(batch, self._iteration_now, graphed),
+                self._count_optimizer_steps,
+                self._drop_gradients,
+            )
             if graphs_wanted(self.cuda_graphs, self.device, self.trainer.precision)
             else None
         )
@@ -226,13 +232,7 @@ class GANModule(L.LightningModule):
         else:
             self._iteration_now.fill_(iteration)
             self.d_view.stage()
-            out = self.step_graph.run(
-                self._graph_key(),
-                batch,
-                lambda b, graphed: self._iteration(b, self._iteration_now, graphed),
-                self._count_optimizer_steps,
-                self._drop_gradients,
-            )
+            out = self.step_graph.run(self._graph_key(), batch)
         if self._is_logging_step():
             scalars = {
                 "train/d_loss": out["d_loss"],
@@ -305,7 +305,7 @@ class GANModule(L.LightningModule):
                 f"CUDA graphs: the iteration was captured {done['captures']} time(s) and replayed "
                 f"{done['replays']} times; {done['eager']} iteration(s) ran eagerly (warm-ups before a capture)."
             )
-            self.step_graph.release(self._drop_gradients)
+            self.step_graph.release()
             self.step_graph = None
 
     def _graph_key(self) -> tuple:

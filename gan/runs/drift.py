@@ -40,20 +40,27 @@ class Snapshots(Callback):
             }
 
 
-def snapshot_fit(
-    cfg: DictConfig, members: list[dict[str, Any]], iterations: int, marks: Sequence[int], cuda_graphs: str
-) -> dict[int, dict[str, torch.Tensor]]:
-    """Train ``members`` as one pack for ``iterations`` and return its weights at ``marks``."""
+def fit_members(
+    cfg: DictConfig, members: list[dict[str, Any]], iterations: int, callback: Callback, cuda_graphs: str
+) -> None:
+    """``gan.train``'s Trainer on ``members`` as one pack for ``iterations`` (the lab's ``max_steps``), seeded as
+    every bench fit is, with ``callback`` watching (the bench's timer, the snapshots here)."""
     L.seed_everything(0, verbose=False)
     module = GANModule(members=members, checked=True)
     module.use_cuda_graphs(cuda_graphs)
     datamodule = build_datamodule(cfg, [m["seed"] for m in members], module.data_ranges, module.shared["d_steps"])
-    steps = {"trainer": {"max_steps": iterations * (module.shared["d_steps"] + 1)}}
-    with_steps = OmegaConf.merge(cfg, steps)
+    with_steps = OmegaConf.merge(cfg, {"trainer": {"max_steps": iterations}})
     trainer = build_trainer(with_steps, module.shared["d_steps"], build_callbacks(with_steps))
-    snapshots = Snapshots(marks)
-    trainer.callbacks.append(snapshots)
+    trainer.callbacks.append(callback)
     trainer.fit(module, datamodule=datamodule)
+
+
+def snapshot_fit(
+    cfg: DictConfig, members: list[dict[str, Any]], iterations: int, marks: Sequence[int], cuda_graphs: str
+) -> dict[int, dict[str, torch.Tensor]]:
+    """Train ``members`` as one pack for ``iterations`` and return its weights at ``marks``."""
+    snapshots = Snapshots(marks)
+    fit_members(cfg, members, iterations, snapshots, cuda_graphs)
     return snapshots.taken
 
 
